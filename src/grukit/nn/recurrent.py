@@ -1,0 +1,435 @@
+r"""Multi-layer, optionally bidirectional recurrent modules with ``torch.nn.GRU``'s interface and parameter
+layout, plus variable-length batches through ``lengths``.
+
+The math itself lives in :mod:`grukit.ops`; these modules own the parameters, check what they are given,
+and stack layers and directions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from grukit.ops import reference
+
+INITS = ("torch", "keras")
+
+
+def _check_positive_int(owner: str, name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{owner} expected {name} to be a positive integer, got {value!r}")
+    return value
+
+
+def check_lengths(owner: str, lengths: Tensor | list | tuple, batch: int, steps: int) -> Tensor:
+    """Validate ``lengths`` for a ``(batch, steps)`` input and return it as an int64 CPU tensor."""
+    if not isinstance(lengths, Tensor):
+        lengths = torch.as_tensor(lengths)
+    if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+        raise TypeError(f"{owner} expected integer lengths, got dtype {lengths.dtype}")
+    if lengths.shape != (batch,):
+        raise ValueError(f"{owner} expected lengths of shape ({batch},), one per sequence, got {tuple(lengths.shape)}")
+    lengths = lengths.to(device="cpu", dtype=torch.int64)
+    if batch and (int(lengths.min()) < 1 or int(lengths.max()) > steps):
+        raise ValueError(
+            f"{owner} expected every length in [1, {steps}] (the time dimension), "
+            f"got min {int(lengths.min())} and max {int(lengths.max())}"
+        )
+    return lengths
+
+
+class RecurrentBase(nn.Module):
+    """Parameters, validation and the layer / direction loop shared by :class:`GRU`, :class:`LSTM` and
+    :class:`MinGRU`. Subclasses set ``gates`` and ``recurrent`` and implement ``_run_direction``."""
+
+    gates: int
+    recurrent: bool = True  # minGRU has no recurrent weights
+    state_count: int = 1  # LSTM carries (h, c)
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = True,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        init: str = "torch",
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        self.input_size = _check_positive_int(name, "input_size", input_size)
+        self.hidden_size = _check_positive_int(name, "hidden_size", hidden_size)
+        self.num_layers = _check_positive_int(name, "num_layers", num_layers)
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+            raise ValueError(f"{name} expected dropout in [0, 1), got {dropout!r}")
+        if init not in INITS:
+            raise ValueError(f"{name} expected init in {INITS}, got {init!r}")
+        self.bias = bool(bias)
+        self.batch_first = bool(batch_first)
+        self.dropout = float(dropout)
+        self.bidirectional = bool(bidirectional)
+        self.init = init
+        for layer in range(num_layers):
+            layer_input = input_size if layer == 0 else hidden_size * self.num_directions
+            for suffix in self._suffixes(layer):
+                gh = self.gates * hidden_size
+                self.register_parameter(f"weight_ih{suffix}", nn.Parameter(torch.empty(gh, layer_input)))
+                if self.recurrent:
+                    self.register_parameter(f"weight_hh{suffix}", nn.Parameter(torch.empty(gh, hidden_size)))
+                if self.bias:
+                    self.register_parameter(f"bias_ih{suffix}", nn.Parameter(torch.empty(gh)))
+                    if self.recurrent:
+                        self.register_parameter(f"bias_hh{suffix}", nn.Parameter(torch.empty(gh)))
+        self.reset_parameters()
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    def _suffixes(self, layer: int) -> list[str]:
+        return [f"_l{layer}"] + ([f"_l{layer}_reverse"] if self.bidirectional else [])
+
+    def layer_weights(self, layer: int, direction: int) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
+        """``(w_ih, w_hh, b_ih, b_hh)`` of one layer and direction (``None`` where absent)."""
+        suffix = self._suffixes(layer)[direction]
+        return (
+            getattr(self, f"weight_ih{suffix}"),
+            getattr(self, f"weight_hh{suffix}", None),
+            getattr(self, f"bias_ih{suffix}", None),
+            getattr(self, f"bias_hh{suffix}", None),
+        )
+
+    def reset_parameters(self) -> None:
+        """``init="torch"``: every weight and bias uniform in ±1/√H, as ``torch.nn.GRU``.
+        ``init="keras"``: glorot-uniform input kernel, orthogonal recurrent kernel, zero biases, as Keras
+        (each initialised on Keras' ``(in, gates*H)`` matrix, then laid out as torch's)."""
+        if self.init == "torch":
+            bound = 1.0 / math.sqrt(self.hidden_size)
+            for weight in self.parameters():
+                nn.init.uniform_(weight, -bound, bound)
+            return
+        with torch.no_grad():
+            for name, weight in self.named_parameters():
+                if name.startswith("bias"):
+                    weight.zero_()
+                elif name.startswith("weight_ih"):
+                    weight.copy_(nn.init.xavier_uniform_(torch.empty(weight.shape[1], weight.shape[0])).T)
+                else:
+                    weight.copy_(nn.init.orthogonal_(torch.empty(weight.shape[1], weight.shape[0])).T)
+        self._keras_bias_init()
+
+    def _keras_bias_init(self) -> None:
+        """Hook for Keras-specific bias defaults (LSTM's unit forget bias)."""
+
+    def extra_repr(self) -> str:
+        parts = [f"{self.input_size}, {self.hidden_size}"]
+        if self.num_layers != 1:
+            parts.append(f"num_layers={self.num_layers}")
+        if not self.bias:
+            parts.append("bias=False")
+        if not self.batch_first:
+            parts.append("batch_first=False")
+        if self.dropout:
+            parts.append(f"dropout={self.dropout}")
+        if self.bidirectional:
+            parts.append("bidirectional=True")
+        return ", ".join(parts)
+
+    # ----------------------------------------------------------------------------------------------------
+    def _check_input(self, x: Tensor) -> tuple[Tensor, bool]:
+        name = type(self).__name__
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name} expected a torch.Tensor input, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(
+                f"{name} expected a floating-point input, got dtype {x.dtype} "
+                "(token ids go through an Embedding first)"
+            )
+        layout = "(batch, time, {})" if self.batch_first else "(time, batch, {})"
+        if x.dim() not in (2, 3) or x.shape[-1] != self.input_size:
+            raise ValueError(
+                f"{name} expected input of shape {layout.format(self.input_size)} or unbatched "
+                f"(time, {self.input_size}), got {tuple(x.shape)}"
+            )
+        if x.shape[-2 if x.dim() == 2 else (1 if self.batch_first else 0)] == 0:
+            raise ValueError(f"{name} expected at least one time step, got input of shape {tuple(x.shape)}")
+        unbatched = x.dim() == 2
+        if unbatched:
+            x = x.unsqueeze(1)  # (T, 1, I)
+        elif self.batch_first:
+            x = x.transpose(0, 1)  # (T, B, I)
+        return x, unbatched
+
+    def _check_state(self, state: Tensor, batch: int, unbatched: bool, x: Tensor, what: str = "h0") -> Tensor:
+        name = type(self).__name__
+        layers = self.num_layers * self.num_directions
+        expected = (layers, self.hidden_size) if unbatched else (layers, batch, self.hidden_size)
+        if not isinstance(state, Tensor) or tuple(state.shape) != expected:
+            got = tuple(state.shape) if isinstance(state, Tensor) else type(state).__name__
+            raise ValueError(
+                f"{name} expected {what} of shape {expected} (num_layers * num_directions, "
+                f"{'' if unbatched else 'batch, '}hidden_size), got {got}"
+            )
+        if state.dtype != x.dtype:
+            raise TypeError(f"{name} expected {what} of dtype {x.dtype} (the input's), got {state.dtype}")
+        return state.unsqueeze(1) if unbatched else state
+
+    def _run_direction(
+        self, x: Tensor, state: tuple[Tensor, ...], layer: int, direction: int, lengths: Tensor | None
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        raise NotImplementedError
+
+    def _forward(
+        self, x: Tensor, states: tuple[Tensor, ...] | None, lengths: Tensor | list | None
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """Shared forward: ``states`` are the ``h0`` (and ``c0``) tensors, already validated by the caller."""
+        x, unbatched = self._check_input(x)
+        steps, batch = x.shape[0], x.shape[1]
+        if lengths is not None:
+            lengths = check_lengths(type(self).__name__, lengths, batch, steps)
+            if unbatched:
+                raise ValueError(f"{type(self).__name__} takes lengths only with batched input")
+        layers = self.num_layers * self.num_directions
+        if states is None:
+            zeros = x.new_zeros(layers, batch, self.hidden_size)
+            states = (zeros,) * self.state_count
+        else:
+            states = tuple(self._check_state(s, batch, unbatched, x, w) for s, w in zip(states, ("h0", "c0")))
+        finals: list[list[Tensor]] = [[] for _ in range(self.state_count)]
+        layer_input = x
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction in range(self.num_directions):
+                index = layer * self.num_directions + direction
+                out, final = self._run_direction(
+                    layer_input, tuple(s[index] for s in states), layer, direction, lengths
+                )
+                outputs.append(out)
+                for slot, tensor in zip(finals, final):
+                    slot.append(tensor)
+            layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)  # (T, B, D*H)
+            if self.dropout and self.training and layer < self.num_layers - 1:
+                layer_input = nn.functional.dropout(layer_input, self.dropout, training=True)
+        output = layer_input
+        final_states = tuple(torch.stack(slot, 0) for slot in finals)  # (D*L, B, H) each
+        if unbatched:
+            return output.squeeze(1), tuple(s.squeeze(1) for s in final_states)
+        if self.batch_first:
+            output = output.transpose(0, 1)
+        return output, final_states
+
+
+class GRU(RecurrentBase):
+    r"""Multi-layer gated recurrent unit, a drop-in for ``torch.nn.GRU`` (same parameter names and layout,
+    gate order r, z, n) with both candidate forms and variable-length batches.
+
+    For each layer, direction and step (reset-after, the default)::
+
+        r_t = σ(W_ir x_t + b_ir + W_hr h_{t-1} + b_hr)
+        z_t = σ(W_iz x_t + b_iz + W_hz h_{t-1} + b_hz)
+        n_t = tanh(W_in x_t + b_in + r_t ⊙ (W_hn h_{t-1} + b_hn))
+        h_t = (1 − z_t) ⊙ n_t + z_t ⊙ h_{t-1}
+
+    With ``reset_after=False`` (Cho et al. 2014) the candidate is
+    ``n_t = tanh(W_in x_t + b_in + W_hn (r_t ⊙ h_{t-1}) + b_hn)``. Layer ``l > 0`` reads layer ``l − 1``'s
+    output (both directions concatenated), with dropout between layers in training.
+
+    Args:
+        input_size: features per step ``I``.
+        hidden_size: ``H``.
+        num_layers: stacked layers ``L``.
+        bias: learn ``b_ih`` and ``b_hh``.
+        batch_first: input and output are ``(B, T, ·)`` (the default here, unlike torch) instead of ``(T, B, ·)``.
+        dropout: dropout on each layer's output except the last, in training.
+        bidirectional: add a reverse direction per layer (``D = 2``).
+        reset_after: candidate form (see above).
+        init: ``"torch"`` (uniform ±1/√H) or ``"keras"`` (glorot-uniform / orthogonal / zeros).
+
+    Shapes (``batch_first=True``):
+        - input ``x``: ``(B, T, I)``, or unbatched ``(T, I)``;
+        - ``h0``: ``(D*L, B, H)`` (or ``(D*L, H)`` unbatched), zeros when omitted;
+        - ``lengths``: ``(B,)`` integers in ``[1, T]``; steps at ``t >= lengths[b]`` keep the state and
+          output zeros, the reverse direction starts at each sequence's last valid step — the result of a
+          packed sequence, without packing;
+        - output: ``(B, T, D*H)``; ``h_n``: ``(D*L, B, H)``, each sequence's state at its last valid step.
+    """
+
+    gates = 3
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = True,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        reset_after: bool = True,
+        init: str = "torch",
+    ) -> None:
+        self.reset_after = bool(reset_after)
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, init)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + ("" if self.reset_after else ", reset_after=False")
+
+    def _run_direction(self, x, state, layer, direction, lengths):
+        w_ih, w_hh, b_ih, b_hh = self.layer_weights(layer, direction)
+
+        def cell(x_t: Tensor, h: Tensor) -> Tensor:
+            return reference.gru_cell(x_t, h, w_ih, w_hh, b_ih, b_hh, self.reset_after)
+
+        out, h_n = reference.scan(cell, x, state[0], lengths, reverse=direction == 1)
+        return out, (h_n,)
+
+    def forward(
+        self, x: Tensor, h0: Tensor | None = None, lengths: Tensor | list | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Returns ``(output, h_n)``; see the class docstring for shapes."""
+        output, (h_n,) = self._forward(x, None if h0 is None else (h0,), lengths)
+        return output, h_n
+
+    # Interop -----------------------------------------------------------------------------------------------
+    @classmethod
+    def from_torch(cls, module: nn.GRU) -> GRU:
+        """A grukit GRU with the configuration and a copy of the weights of a ``torch.nn.GRU``."""
+        from grukit.nn import interop
+
+        return interop.from_torch(cls, module, nn.GRU)
+
+    def to_torch(self) -> nn.GRU:
+        """A ``torch.nn.GRU`` with this module's weights. Only the reset-after form exists in torch."""
+        from grukit.nn import interop
+
+        if not self.reset_after:
+            raise ValueError("torch.nn.GRU implements only reset_after=True; this GRU has reset_after=False")
+        return interop.to_torch(self, nn.GRU)
+
+    @classmethod
+    def from_keras_weights(
+        cls, weights: list, reset_after: bool = True, bidirectional: bool = False, **kwargs
+    ) -> GRU:
+        """Build a GRU from Keras weights: ``[kernel (I, 3H), recurrent_kernel (H, 3H), bias]`` per layer and
+        direction (gates z, r, h; bias ``(2, 3H)`` with ``reset_after`` else ``(3H,)``), concatenated in the
+        order of ``model.get_weights()`` for stacked ``GRU`` / ``Bidirectional(GRU)`` layers."""
+        from grukit.nn import interop
+
+        return interop.from_keras(cls, weights, bidirectional=bidirectional, reset_after=reset_after, **kwargs)
+
+    def to_keras_weights(self) -> list:
+        """Keras weights (numpy arrays) in the order :meth:`from_keras_weights` reads."""
+        from grukit.nn import interop
+
+        return interop.to_keras(self)
+
+
+class LSTM(RecurrentBase):
+    r"""Multi-layer long short-term memory with ``torch.nn.LSTM``'s parameter layout (gates i, f, g, o)::
+
+        i_t = σ(W_ii x_t + b_ii + W_hi h_{t-1} + b_hi)
+        f_t = σ(W_if x_t + b_if + W_hf h_{t-1} + b_hf)
+        g_t = tanh(W_ig x_t + b_ig + W_hg h_{t-1} + b_hg)
+        o_t = σ(W_io x_t + b_io + W_ho h_{t-1} + b_ho)
+        c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t
+        h_t = o_t ⊙ tanh(c_t)
+
+    Arguments and shapes as :class:`GRU` (no ``reset_after``); ``init="keras"`` also sets Keras'
+    unit forget bias (``b_if = 1``). ``forward(x, state=None, lengths=None)`` with ``state = (h0, c0)``
+    returns ``(output, (h_n, c_n))``.
+    """
+
+    gates = 4
+    state_count = 2
+
+    def _keras_bias_init(self) -> None:
+        if self.bias:
+            with torch.no_grad():
+                for name, weight in self.named_parameters():
+                    if name.startswith("bias_ih"):
+                        weight[self.hidden_size : 2 * self.hidden_size] = 1.0
+
+    def _run_direction(self, x, state, layer, direction, lengths):
+        w_ih, w_hh, b_ih, b_hh = self.layer_weights(layer, direction)
+
+        def cell(x_t: Tensor, hc: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+            return reference.lstm_cell(x_t, hc, w_ih, w_hh, b_ih, b_hh)
+
+        return reference.scan(cell, x, tuple(state), lengths, reverse=direction == 1)
+
+    def forward(
+        self, x: Tensor, state: tuple[Tensor, Tensor] | None = None, lengths: Tensor | list | None = None
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        if state is not None and (not isinstance(state, (tuple, list)) or len(state) != 2):
+            raise ValueError(f"LSTM expected state as a pair (h0, c0), got {type(state).__name__}")
+        output, (h_n, c_n) = self._forward(x, None if state is None else tuple(state), lengths)
+        return output, (h_n, c_n)
+
+    @classmethod
+    def from_torch(cls, module: nn.LSTM) -> LSTM:
+        """A grukit LSTM with the configuration and weights of a ``torch.nn.LSTM`` (``proj_size=0`` only)."""
+        from grukit.nn import interop
+
+        return interop.from_torch(cls, module, nn.LSTM)
+
+    def to_torch(self) -> nn.LSTM:
+        from grukit.nn import interop
+
+        return interop.to_torch(self, nn.LSTM)
+
+    @classmethod
+    def from_keras_weights(cls, weights: list, bidirectional: bool = False, **kwargs) -> LSTM:
+        """From Keras ``[kernel (I, 4H), recurrent_kernel (H, 4H), bias (4H,)]`` per layer and direction,
+        gates i, f, c, o (the same order as torch's i, f, g, o)."""
+        from grukit.nn import interop
+
+        return interop.from_keras(cls, weights, bidirectional=bidirectional, **kwargs)
+
+    def to_keras_weights(self) -> list:
+        from grukit.nn import interop
+
+        return interop.to_keras(self)
+
+
+class MinGRU(RecurrentBase):
+    r"""Stacked minGRU (Feng et al. 2024): the gates see only the input, so training can run as a parallel
+    scan over time while generation stays a cheap recurrence::
+
+        z_t = σ(W_z x_t + b_z)
+        h̃_t = W_h x_t + b_h
+        h_t = (1 − z_t) ⊙ h_{t-1} + z_t ⊙ h̃_t
+
+    Parameters ``weight_ih_l{k}`` ``(2H, I)`` (z then h̃) and ``bias_ih_l{k}`` ``(2H,)``; no recurrent weights.
+    ``forward(x, h0=None, lengths=None) -> (output, h_n)`` with :class:`GRU`'s shapes.
+    """
+
+    gates = 2
+    recurrent = False
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = True,
+        init: str = "torch",
+    ) -> None:
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, 0.0, False, init)
+
+    def _run_direction(self, x, state, layer, direction, lengths):
+        w, _, b, _ = self.layer_weights(layer, direction)
+        cell: Callable[[Tensor, Tensor], Tensor] = lambda x_t, h: reference.mingru_cell(x_t, h, w, b)  # noqa: E731
+        out, h_n = reference.scan(cell, x, state[0], lengths)
+        return out, (h_n,)
+
+    def forward(
+        self, x: Tensor, h0: Tensor | None = None, lengths: Tensor | list | None = None
+    ) -> tuple[Tensor, Tensor]:
+        output, (h_n,) = self._forward(x, None if h0 is None else (h0,), lengths)
+        return output, h_n
