@@ -92,9 +92,16 @@ def write_folder(path: str | os.PathLike, files: dict[str, bytes]) -> Path:
             os.fsync(handle.fileno())
         _fsync_dir(staging)
         if path.exists():
+            # Two renames: a crash between them leaves the previous checkpoint intact in `retired`, and any
+            # failure of the second puts it straight back.
             retired = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
             os.replace(path, retired / path.name)
-            os.replace(staging, path)
+            try:
+                os.replace(staging, path)
+            except BaseException:
+                os.replace(retired / path.name, path)
+                retired.rmdir()
+                raise
             shutil.rmtree(retired)
         else:
             os.replace(staging, path)
