@@ -94,6 +94,17 @@ def test_overwrite_is_atomic_when_the_final_rename_fails(tmp_path, monkeypatch):
     assert config["version"] == 1
 
 
+def test_crash_between_the_two_renames_is_recovered_on_load(tmp_path):
+    path = save_checkpoint(tmp_path / "ck", {"architecture": "GRU", "version": 1}, {"w": torch.ones(2)})
+    aside = tmp_path / ".ck.abc.old"
+    aside.mkdir()
+    os.replace(path, aside / "ck")  # the state a SIGKILL between the renames leaves
+    with pytest.warns(UserWarning, match="restored checkpoint"):
+        loaded = load_checkpoint(path)
+    assert loaded.config["version"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["ck"]
+
+
 def test_truncated_file_is_refused_with_sizes(tmp_path):
     path = save_checkpoint(tmp_path / "ck", {"architecture": "GRU"}, {"w": torch.ones(64)})
     weights = path / "model.safetensors"

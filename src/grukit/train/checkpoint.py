@@ -15,12 +15,14 @@ manifest before any file is parsed.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
 import random
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,9 +114,20 @@ def write_folder(path: str | os.PathLike, files: dict[str, bytes]) -> Path:
     return path
 
 
+def _recover_interrupted_swap(path: Path) -> None:
+    """Put back the previous checkpoint that a crash between :func:`write_folder`'s two renames left aside."""
+    retired = sorted(path.parent.glob(f".{glob.escape(path.name)}.*.old/{glob.escape(path.name)}"))
+    if retired and (retired[-1] / MANIFEST).is_file():
+        os.replace(retired[-1], path)
+        shutil.rmtree(retired[-1].parent, ignore_errors=True)
+        warnings.warn(f"restored checkpoint {str(path)!r} that an interrupted save had moved aside", stacklevel=3)
+
+
 def read_folder(path: str | os.PathLike) -> dict[str, bytes]:
     """Read every file a checkpoint's manifest lists, verifying sizes and sha256 checksums."""
     path = Path(path)
+    if not path.is_dir():
+        _recover_interrupted_swap(path)
     if not path.is_dir():
         raise CheckpointError(f"no checkpoint folder at {str(path)!r}")
     manifest_path = path / MANIFEST
