@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint results bench compare clean setup
+.PHONY: demo test lint results bench compare clean setup finetune-report
 
 setup: $(STAMP)
 
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) examples/digits_demo.py
+	$(PY) examples/pos_tagging_demo.py
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadfile -q
@@ -27,7 +27,13 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench examples
 
 results: $(STAMP)
-	$(PY) -m grukit.tasks.results
+	nice -n 19 $(PY) -m grukit.tasks.results --output docs/results.md
+
+compare: $(STAMP)
+	nice -n 19 $(PY) -m grukit.tasks.compare --output docs/gru-vs-lstm.md
+
+finetune-report: $(STAMP)
+	$(PY) scripts/finetuning_report.py
 
 bench: $(STAMP)
 	$(PY) bench/gru_speed.py

@@ -6,12 +6,16 @@ import argparse
 import sys
 
 import grukit
+from grukit.lm import commands as lm_commands
+from grukit.tasks import commands as task_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grukit", description="Develop, train, fine-tune and run GRU models.")
     parser.add_argument("--version", action="version", version=f"grukit {grukit.__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    lm_commands.register(subparsers)
+    task_commands.register(subparsers)
     return parser
 
 

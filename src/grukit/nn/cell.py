@@ -50,6 +50,9 @@ class _CellBase(nn.Module):
         if unbatched:
             x = x.unsqueeze(0)
         if state is not None:
+            if not isinstance(state, Tensor) or state.dtype != x.dtype:
+                got = state.dtype if isinstance(state, Tensor) else type(state).__name__
+                raise TypeError(f"{name} expected {what} as a tensor of dtype {x.dtype} (the input's), got {got}")
             expected = (x.shape[0], self.hidden_size)
             if tuple(state.shape) != (expected[1:] if unbatched else expected):
                 raise ValueError(
@@ -98,6 +101,8 @@ class LSTMCell(_CellBase):
     gates = 4
 
     def forward(self, x: Tensor, state: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        if state is not None and (not isinstance(state, (tuple, list)) or len(state) != 2):
+            raise ValueError(f"LSTMCell expected state as a pair (h, c), got {type(state).__name__}")
         h, c = (None, None) if state is None else state
         x, h, unbatched = self._check(x, h, "h")
         _, c, _ = self._check(x.squeeze(0) if unbatched else x, c, "c")

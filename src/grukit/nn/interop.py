@@ -14,7 +14,8 @@ Keras LSTM    ``kernel (I, 4H)`` i,f,c,o   ``recurrent_kernel (H, 4H)``  ``(4H,)
 
 A reset-before GRU and an LSTM have one Keras bias: torch's two biases enter them only as a sum
 (for reset-before, ``b_hn`` sits outside ``r ⊙ ·``), so ``bias = b_ih + b_hh`` is exact and the way back
-puts it all in ``b_ih``.
+puts it all in ``b_ih``. A module with ``bias=False`` matches Keras' ``use_bias=False``: two arrays per layer and
+direction, ``[kernel, recurrent_kernel]``.
 """
 
 from __future__ import annotations
@@ -66,46 +67,52 @@ def to_torch(ours: nn.Module, torch_cls: type) -> nn.Module:
 
 
 def to_keras(ours: nn.Module) -> list[np.ndarray]:
-    """Keras weights of every layer and direction, concatenated in ``get_weights()`` order."""
-    if not ours.bias:
-        raise ValueError(f"Keras {type(ours).__name__} layers always have a bias; this module has bias=False")
+    """Keras weights of every layer and direction, concatenated in ``get_weights()`` order (no bias arrays
+    for ``bias=False``, as Keras' ``use_bias=False``)."""
     gates = ours.gates
     reset_after = getattr(ours, "reset_after", False)
     weights: list[np.ndarray] = []
     with torch.no_grad():
         for layer in range(ours.num_layers):
             for direction in range(ours.num_directions):
-                w_ih, w_hh, b_ih, b_hh = (t.detach().cpu() for t in ours.layer_weights(layer, direction))
+                tensors = ours.layer_weights(layer, direction)
+                w_ih, w_hh, b_ih, b_hh = (None if t is None else t.detach().cpu() for t in tensors)
                 kernel = _reorder(w_ih, gates, 0).T  # (I, G*H)
                 recurrent = _reorder(w_hh, gates, 0).T  # (H, G*H)
+                weights += [kernel.numpy().copy(), recurrent.numpy().copy()]
+                if not ours.bias:
+                    continue
                 if gates == 3 and reset_after:
                     bias = torch.stack([_reorder(b_ih, gates, 0), _reorder(b_hh, gates, 0)])  # (2, 3H)
                 else:
                     bias = _reorder(b_ih + b_hh, gates, 0)  # (G*H,)
-                weights += [kernel.numpy().copy(), recurrent.numpy().copy(), bias.numpy().copy()]
+                weights.append(bias.numpy().copy())
     return weights
 
 
 def from_keras(cls, weights: list, bidirectional: bool = False, **kwargs) -> nn.Module:
-    """Build ``cls`` from Keras weights; the layer count follows from the list's length."""
+    """Build ``cls`` from Keras weights; the layer count follows from the list's length. With ``bias=False``
+    in ``kwargs`` (Keras' ``use_bias=False``) each layer and direction has no bias array."""
     name = f"{cls.__name__}.from_keras_weights"
     directions = 2 if bidirectional else 1
-    if not isinstance(weights, (list, tuple)) or not weights or len(weights) % (3 * directions):
+    per_cell = 3 if kwargs.get("bias", True) else 2
+    if not isinstance(weights, (list, tuple)) or not weights or len(weights) % (per_cell * directions):
         got = len(weights) if isinstance(weights, (list, tuple)) else type(weights).__name__
+        names = "kernel, recurrent_kernel, bias" if per_cell == 3 else "kernel, recurrent_kernel (bias=False)"
         raise ValueError(
-            f"{name} expected a list of [kernel, recurrent_kernel, bias] per layer and direction "
-            f"(a multiple of {3 * directions} arrays), got {got}"
+            f"{name} expected a list of [{names}] per layer and direction "
+            f"(a multiple of {per_cell * directions} arrays), got {got}"
         )
     arrays = [torch.as_tensor(np.asarray(w)) for w in weights]
     gates = cls.gates
     kernel0, recurrent0 = arrays[0], arrays[1]
-    if kernel0.dim() != 2 or recurrent0.dim() != 2 or recurrent0.shape[1] % gates:
+    if kernel0.dim() != 2 or recurrent0.dim() != 2 or recurrent0.shape[1] != gates * recurrent0.shape[0]:
         raise ValueError(
             f"{name} expected kernel (I, {gates}H) and recurrent_kernel (H, {gates}H), "
             f"got {tuple(kernel0.shape)} and {tuple(recurrent0.shape)}"
         )
     hidden = recurrent0.shape[0]
-    num_layers = len(arrays) // (3 * directions)
+    num_layers = len(arrays) // (per_cell * directions)
     ours = cls(kernel0.shape[0], hidden, num_layers=num_layers, bidirectional=bidirectional, **kwargs)
     ours = ours.to(dtype=kernel0.dtype if kernel0.is_floating_point() else torch.float32)
     reset_after = getattr(ours, "reset_after", False)
@@ -113,22 +120,26 @@ def from_keras(cls, weights: list, bidirectional: bool = False, **kwargs) -> nn.
     with torch.no_grad():
         for index in range(num_layers * directions):
             layer, direction = divmod(index, directions)
-            kernel, recurrent, bias = arrays[3 * index : 3 * index + 3]
+            kernel, recurrent, *bias_array = arrays[per_cell * index : per_cell * (index + 1)]
             w_ih, w_hh, b_ih, b_hh = ours.layer_weights(layer, direction)
             expected = {
                 "kernel": ((w_ih.shape[1], gates * hidden), kernel),
                 "recurrent_kernel": ((hidden, gates * hidden), recurrent),
-                "bias": ((2, gates * hidden) if two_biases else (gates * hidden,), bias),
             }
+            if bias_array:
+                expected["bias"] = ((2, gates * hidden) if two_biases else (gates * hidden,), bias_array[0])
             for what, (shape, array) in expected.items():
                 if tuple(array.shape) != shape:
+                    hint = f" (reset_after={reset_after})" if gates == 3 and what == "bias" else ""
                     raise ValueError(
-                        f"{name}: layer {layer} direction {direction} expected {what} of shape {shape}"
-                        f"{' (reset_after=True)' if two_biases and what == 'bias' else ''}, "
+                        f"{name}: layer {layer} direction {direction} expected {what} of shape {shape}{hint}, "
                         f"got {tuple(array.shape)}"
                     )
             w_ih.copy_(_reorder(kernel.T, gates, 0))
             w_hh.copy_(_reorder(recurrent.T, gates, 0))
+            if not bias_array:
+                continue
+            bias = bias_array[0]
             if two_biases:
                 b_ih.copy_(_reorder(bias[0], gates, 0))
                 b_hh.copy_(_reorder(bias[1], gates, 0))

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from grukit.ops import reference
+from grukit.ops import engines, mingru_scan, reference
 
 INITS = ("torch", "keras")
 
@@ -158,6 +158,8 @@ class RecurrentBase(nn.Module):
             )
         if x.shape[-2 if x.dim() == 2 else (1 if self.batch_first else 0)] == 0:
             raise ValueError(f"{name} expected at least one time step, got input of shape {tuple(x.shape)}")
+        if x.dim() == 3 and x.shape[0 if self.batch_first else 1] == 0:
+            raise ValueError(f"{name} expected at least one sequence in the batch, got input of shape {tuple(x.shape)}")
         unbatched = x.dim() == 2
         if unbatched:
             x = x.unsqueeze(1)  # (T, 1, I)
@@ -224,6 +226,12 @@ class RecurrentBase(nn.Module):
         return output, final_states
 
 
+def _engine_repr(module: RecurrentBase) -> str:
+    if module.engine == "auto":
+        return f", engine='auto' (using {module.resolved_engine()!r})"
+    return f", engine={module.engine!r}"
+
+
 class GRU(RecurrentBase):
     r"""Multi-layer gated recurrent unit, a drop-in for ``torch.nn.GRU`` (same parameter names and layout,
     gate order r, z, n) with both candidate forms and variable-length batches.
@@ -249,6 +257,10 @@ class GRU(RecurrentBase):
         bidirectional: add a reverse direction per layer (``D = 2``).
         reset_after: candidate form (see above).
         init: ``"torch"`` (uniform ±1/√H) or ``"keras"`` (glorot-uniform / orthogonal / zeros).
+        engine: ``"auto"`` (default: the fastest installed engine for the input's dtype and device, named in
+            ``repr``), ``"onednn"`` (oneDNN's fused GRU, float32 CPU), ``"native"`` (grukit's fused kernel,
+            float32/float64 CPU) or ``"reference"`` (the readable cells); see :mod:`grukit.ops.engines`.
+            All give the same results; the fast engines support first-order gradients only.
 
     Shapes (``batch_first=True``):
         - input ``x``: ``(B, T, I)``, or unbatched ``(T, I)``;
@@ -272,15 +284,28 @@ class GRU(RecurrentBase):
         bidirectional: bool = False,
         reset_after: bool = True,
         init: str = "torch",
+        engine: str = "auto",
     ) -> None:
         self.reset_after = bool(reset_after)
+        self.engine = engines.check_engine("GRU", engine, engines.GRU_ENGINES)
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, init)
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + ("" if self.reset_after else ", reset_after=False")
+        return super().extra_repr() + ("" if self.reset_after else ", reset_after=False") + _engine_repr(self)
+
+    def resolved_engine(self, dtype: torch.dtype | None = None, device: torch.device | None = None) -> str:
+        """The engine that runs this GRU for inputs of ``dtype`` and ``device`` (default: its parameters')."""
+        weight = self.weight_ih_l0
+        return engines.resolve_gru(self.engine, dtype or weight.dtype, device or weight.device, self.reset_after)
 
     def _run_direction(self, x, state, layer, direction, lengths):
         w_ih, w_hh, b_ih, b_hh = self.layer_weights(layer, direction)
+        engine = self.resolved_engine(x.dtype, x.device)
+        if engine != "reference":
+            out, h_n = engines.gru_direction(
+                engine, x, state[0], (w_ih, w_hh, b_ih, b_hh), self.reset_after, lengths, direction == 1
+            )
+            return out, (h_n,)
 
         def cell(x_t: Tensor, h: Tensor) -> Tensor:
             return reference.gru_cell(x_t, h, w_ih, w_hh, b_ih, b_hh, self.reset_after)
@@ -340,12 +365,36 @@ class LSTM(RecurrentBase):
         h_t = o_t ⊙ tanh(c_t)
 
     Arguments and shapes as :class:`GRU` (no ``reset_after``); ``init="keras"`` also sets Keras'
-    unit forget bias (``b_if = 1``). ``forward(x, state=None, lengths=None)`` with ``state = (h0, c0)``
+    unit forget bias (``b_if = 1``). ``engine``: ``"auto"``/``"torch"`` run torch's own fused LSTM (oneDNN on the
+    CPU, cuDNN on CUDA) with these weights, ``"reference"`` the readable cell.
+    ``forward(x, state=None, lengths=None)`` with ``state = (h0, c0)``
     returns ``(output, (h_n, c_n))``.
     """
 
     gates = 4
     state_count = 2
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = True,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        init: str = "torch",
+        engine: str = "auto",
+    ) -> None:
+        self.engine = engines.check_engine("LSTM", engine, engines.LSTM_ENGINES)
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, init)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + _engine_repr(self)
+
+    def resolved_engine(self, dtype: torch.dtype | None = None, device: torch.device | None = None) -> str:
+        """``"torch"`` (torch's fused LSTM: oneDNN on the CPU, cuDNN on CUDA) unless ``engine="reference"``."""
+        return "reference" if self.engine == "reference" else "torch"
 
     def _keras_bias_init(self) -> None:
         if self.bias:
@@ -356,6 +405,8 @@ class LSTM(RecurrentBase):
 
     def _run_direction(self, x, state, layer, direction, lengths):
         w_ih, w_hh, b_ih, b_hh = self.layer_weights(layer, direction)
+        if self.resolved_engine() == "torch":
+            return engines.torch_direction("lstm", x, tuple(state), (w_ih, w_hh, b_ih, b_hh), lengths, direction == 1)
 
         def cell(x_t: Tensor, hc: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
             return reference.lstm_cell(x_t, hc, w_ih, w_hh, b_ih, b_hh)
@@ -405,7 +456,11 @@ class MinGRU(RecurrentBase):
         h_t = (1 − z_t) ⊙ h_{t-1} + z_t ⊙ h̃_t
 
     Parameters ``weight_ih_l{k}`` ``(2H, I)`` (z then h̃) and ``bias_ih_l{k}`` ``(2H,)``; no recurrent weights.
-    ``forward(x, h0=None, lengths=None) -> (output, h_n)`` with :class:`GRU`'s shapes.
+    ``forward(x, h0=None, lengths=None) -> (output, h_n)`` with :class:`GRU`'s shapes. ``engine``
+    (:mod:`grukit.ops.mingru_scan`): ``"log_space"`` projects every step at once and solves the recurrence
+    with the log-space parallel scan; ``"scan"`` projects every step at once and runs the recurrence as one
+    fused multiply-add per step (faster on CPUs); ``"reference"`` is the step-by-step cell; ``"auto"`` picks
+    ``"scan"`` on the CPU and ``"log_space"`` elsewhere for sequences, the cell for single steps (generation).
     """
 
     gates = 2
@@ -419,11 +474,28 @@ class MinGRU(RecurrentBase):
         bias: bool = True,
         batch_first: bool = True,
         init: str = "torch",
+        engine: str = "auto",
     ) -> None:
+        self.engine = engines.check_engine("MinGRU", engine, engines.MINGRU_ENGINES)
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, 0.0, False, init)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + _engine_repr(self)
+
+    def resolved_engine(self, steps: int = 2, device: torch.device | None = None) -> str:
+        """The engine that runs a sequence of ``steps`` steps on ``device`` (default: the parameters')."""
+        if self.engine != "auto":
+            return self.engine
+        if steps == 1:
+            return "reference"
+        return "scan" if torch.device(device or self.weight_ih_l0.device).type == "cpu" else "log_space"
 
     def _run_direction(self, x, state, layer, direction, lengths):
         w, _, b, _ = self.layer_weights(layer, direction)
+        engine = self.resolved_engine(x.shape[0], x.device)
+        if engine != "reference":
+            out, h_n = mingru_scan.mingru_sequence(x, state[0], w, b, lengths, log_space=engine == "log_space")
+            return out, (h_n,)
         cell: Callable[[Tensor, Tensor], Tensor] = lambda x_t, h: reference.mingru_cell(x_t, h, w, b)  # noqa: E731
         out, h_n = reference.scan(cell, x, state[0], lengths)
         return out, (h_n,)

@@ -1,5 +1,15 @@
 """Training shared by everything in grukit: checkpoints, resume, seeding, the loop."""
 
+from grukit.train.callbacks import (
+    Callback,
+    CSVLogger,
+    EarlyStopping,
+    History,
+    LearningRateScheduler,
+    ModelCheckpoint,
+    ReduceLROnPlateau,
+    TensorBoard,
+)
 from grukit.train.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -7,5 +17,26 @@ from grukit.train.checkpoint import (
     save_checkpoint,
     seed_everything,
 )
+from grukit.train.loop import Trainer
+from grukit.train.losses import get_loss
+from grukit.train.metrics import Metric, get_metric
 
-__all__ = ["Checkpoint", "CheckpointError", "load_checkpoint", "save_checkpoint", "seed_everything"]
+__all__ = [
+    "CSVLogger",
+    "Callback",
+    "Checkpoint",
+    "CheckpointError",
+    "EarlyStopping",
+    "History",
+    "LearningRateScheduler",
+    "Metric",
+    "ModelCheckpoint",
+    "ReduceLROnPlateau",
+    "TensorBoard",
+    "Trainer",
+    "get_loss",
+    "get_metric",
+    "load_checkpoint",
+    "save_checkpoint",
+    "seed_everything",
+]

@@ -123,6 +123,15 @@ def _recover_interrupted_swap(path: Path) -> None:
         warnings.warn(f"restored checkpoint {str(path)!r} that an interrupted save had moved aside", stacklevel=3)
 
 
+def checkpoint_exists(path: str | os.PathLike) -> bool:
+    """Whether a checkpoint folder is at ``path``, counting one that a save interrupted between its two
+    renames left aside (it is put back first)."""
+    path = Path(path)
+    if not path.is_dir():
+        _recover_interrupted_swap(path)
+    return path.is_dir()
+
+
 def read_folder(path: str | os.PathLike) -> dict[str, bytes]:
     """Read every file a checkpoint's manifest lists, verifying sizes and sha256 checksums."""
     path = Path(path)

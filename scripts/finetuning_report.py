@@ -1,0 +1,319 @@
+"""Evidence for GRU language-model fine-tuning; writes ``docs/finetuning.md``.
+
+1. Pretrain a BPE GRU language model on the King James Bible (``grukit lm train --corpus kjv``).
+2. ULMFiT's second stage: continue LM training on the *unlabelled* Rotten Tomatoes training snippets
+   (``grukit finetune lm``; the test split is never seen).
+3. Sentiment on Rotten Tomatoes (80/20 stratified split, ``random_state=0``), with 500 labels and with all
+   training labels: from scratch, full fine-tuning (ULMFiT) and LoRA, each reporting test accuracy,
+   trainable parameters and time.
+
+Every stage stores its result under ``--out`` and is skipped when rerun, so an interrupted run continues.
+
+    python scripts/finetuning_report.py                      # the run docs/finetuning.md reports
+    python scripts/finetuning_report.py --pretrain-steps 6000 --adapt-steps 1000 --full-epochs 6 \\
+        --config scripts/configs/kjv_bpe_large.json --out runs/finetuning-large   # a bigger one
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from grukit.cli import main as grukit
+from grukit.datasets import load_rotten_tomatoes
+from grukit.lm import GRULanguageModel
+from grukit.lm.classifier import ClassifierTraining, GRUClassifier, finetune_classifier, predict
+from grukit.lm.commands import split_labelled
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ("scratch", "full", "lora")
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    if Path("/proc/cpuinfo").is_file():
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} threads, "
+        f"Python {platform.python_version()}; load average {load:.1f} when this run started (shared machine)"
+    )
+
+
+def timed_stage(path: Path, run) -> dict:
+    """Run ``run()`` unless ``path`` already holds its record; store ``{"seconds": …}`` there."""
+    if path.is_file():
+        return json.loads(path.read_text())
+    started = time.perf_counter()
+    run()
+    record = {"seconds": time.perf_counter() - started}
+    path.write_text(json.dumps(record) + "\n")
+    return record
+
+
+def last_row(path: Path) -> dict:
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return rows[-1] if rows else {}
+
+
+def classify(args, out: Path, method: str, train_x, train_y, test_x, test_y) -> dict:
+    path = out / f"classify-{method}-{len(train_x)}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    encoder = GRULanguageModel.from_pretrained(out / "adapted" / "model")
+    if method == "scratch":
+        torch.manual_seed(args.seed)
+        encoder = GRULanguageModel(encoder.config, encoder.tokenizer)  # same architecture and tokenizer, random
+    model = GRUClassifier(encoder, num_classes=2)
+    small = len(train_x) <= 1000
+    training = ClassifierTraining(
+        method=method,
+        epochs=args.small_epochs if small else args.full_epochs,
+        batch_size=args.batch_size,
+        lr={"scratch": 3e-3, "full": 5e-3, "lora": 5e-3}[method],
+        max_len=args.max_len,
+        lora_rank=8,
+        lora_alpha=16.0,
+        seed=args.seed,
+    )
+    tokenizer = encoder.tokenizer
+    result = finetune_classifier(model, tokenizer.encode_batch(train_x), train_y, training, progress=args.progress)
+    started = time.perf_counter()
+    accuracy = float((predict(model, tokenizer.encode_batch(test_x), max_len=args.max_len) == test_y).mean())
+    record = {
+        "method": method,
+        "train_labels": len(train_x),
+        "test_texts": len(test_x),
+        "test_accuracy": accuracy,
+        "trainable_parameters": result["trainable_parameters"],
+        "total_parameters": result["total_parameters"],
+        "train_seconds": result["seconds"],
+        "test_seconds": time.perf_counter() - started,
+        "epochs": training.epochs,
+        "lr": training.lr,
+        "history": result["history"],
+    }
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"{method:8s} {len(train_x):6d} labels: accuracy {accuracy:.4f}, {result['seconds']:.0f} s", flush=True)
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default=str(ROOT / "runs" / "finetuning"))
+    parser.add_argument("--config", default=str(ROOT / "scripts" / "configs" / "kjv_bpe.json"))
+    parser.add_argument("--pretrain-steps", type=int, default=450)
+    parser.add_argument("--adapt-steps", type=int, default=60)
+    parser.add_argument("--small-epochs", type=int, default=6, help="epochs with 500 labels")
+    parser.add_argument("--full-epochs", type=int, default=2, help="epochs with all labels")
+    parser.add_argument("--batch-size", type=int, default=32, help="classification batch size")
+    parser.add_argument("--max-len", type=int, default=64, help="tokens kept per snippet")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--doc", default=str(ROOT / "docs" / "finetuning.md"))
+    parser.add_argument(
+        "--sizes", nargs="+", default=["500", "all"], help="label counts to compare ('all' = every one)"
+    )
+    parser.add_argument("--progress", action="store_true")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    quiet = [] if args.progress else ["--no-progress"]
+    machine_file = out / "machine.json"
+    if not machine_file.is_file():  # the machine as it was when the measured run began, kept for reruns
+        machine_file.write_text(json.dumps({"machine": machine()}) + "\n")
+    started_on = json.loads(machine_file.read_text())["machine"]
+
+    pretrain = timed_stage(
+        out / "pretrain.json",
+        lambda: grukit(
+            [
+                "lm",
+                "train",
+                "--corpus",
+                "kjv",
+                "--config",
+                args.config,
+                "--out",
+                str(out / "pretrain"),
+                "--steps",
+                str(args.pretrain_steps),
+                "--resume",
+                *quiet,
+            ]
+        ),
+    )
+
+    texts, labels = load_rotten_tomatoes()
+    train_x, train_y, test_x, test_y = split_labelled(texts, labels, None, args.seed)
+    unlabelled = out / "rotten_tomatoes_train.txt"
+    unlabelled.write_text("".join(t.replace("\n", " ") + "\n" for t in train_x), encoding="utf-8")
+    adapt = timed_stage(
+        out / "adapt.json",
+        lambda: grukit(
+            [
+                "finetune",
+                "lm",
+                "--lm",
+                str(out / "pretrain"),
+                "--text",
+                str(unlabelled),
+                "--out",
+                str(out / "adapted"),
+                "--steps",
+                str(args.adapt_steps),
+                "--resume",
+                *quiet,
+            ]
+        ),
+    )
+
+    records = []
+    for size in [None if s == "all" else int(s) for s in args.sizes]:
+        sub_x, sub_y, _, _ = split_labelled(texts, labels, size, args.seed)
+        for method in METHODS:
+            records.append(classify(args, out, method, sub_x, sub_y, test_x, test_y))
+            write_doc(args, out, started_on, pretrain, adapt, records, len(train_x), len(test_x))
+    return 0
+
+
+def write_doc(
+    args, out: Path, started_on: str, pretrain: dict, adapt: dict, records: list[dict], n_train: int, n_test: int
+) -> None:
+    config = json.loads(Path(args.config).read_text())
+    valid = last_row(out / "pretrain" / "valid_log.csv")
+    adapted = last_row(out / "adapted" / "valid_log.csv")
+    before_adapt = last_row(out / "adapted" / "train_log.csv")
+    model = GRULanguageModel.from_pretrained(out / "pretrain" / "model")
+    prompt = "And the LORD said unto Moses,"
+    greedy = model.generate(prompt, 40, temperature=0)
+    sampled = model.generate(prompt, 40, temperature=0.8, top_p=0.95, seed=0)
+    by = {(r["method"], r["train_labels"]): r for r in records}
+    tokens_seen = int(valid.get("step", 0)) * config["training"]["batch_size"] * config["training"]["seq_len"]
+    corpus_tokens = json.loads((out / "pretrain" / "data" / "train.bin.json").read_text())["count"]
+    adapted_perplexity = float(adapted.get("perplexity", "nan"))
+    sizes = sorted({r["train_labels"] for r in records})
+    names = {"scratch": "from scratch", "full": "full fine-tuning (ULMFiT)", "lora": "LoRA r=8, α=16"}
+    lines = [
+        "# Fine-tuning a GRU language model: evidence",
+        "",
+        f"Written by `scripts/finetuning_report.py` (`make finetune-report`). Machine: {started_on}.",
+        "Every number below was measured by that run; nothing is copied from elsewhere.",
+        "",
+        "## 1. Pretraining on the King James Bible",
+        "",
+        f"`grukit lm train --corpus kjv --config {os.path.relpath(args.config, ROOT)} --steps {args.pretrain_steps}`:"
+        f" tokenizer `{json.dumps(config['tokenizer'])}`, model `{json.dumps(config['model'])}`, training "
+        f"`{json.dumps(config['training'])}`. Validation: Hebrews to Revelation (1,138 verses, 3.7 % of the text),",
+        f"never trained on. The training text is {corpus_tokens:,} BPE tokens, so the run saw "
+        f"{tokens_seen / corpus_tokens:.2f} epochs of it: sized to finish in the time this shared 2-core machine gave.",
+        "",
+        "| steps | tokens seen | validation loss (nats/token) | validation perplexity | wall time |",
+        "|---|---|---|---|---|",
+        f"| {valid.get('step', '?')} | {tokens_seen:,}"
+        f" | {float(valid.get('loss', 'nan')):.3f} | {float(valid.get('perplexity', 'nan')):.1f} |"
+        f" {pretrain['seconds'] / 60:.1f} min |",
+        "",
+        f"Greedy continuation of `{prompt}`: `{greedy!r}`",
+        "",
+        f"Sampled (temperature 0.8, top-p 0.95, seed 0): `{sampled!r}`",
+        "",
+        "## 2. Domain adaptation (ULMFiT stage 2)",
+        "",
+        f"`grukit finetune lm` on the {n_train:,} unlabelled training snippets of Rotten Tomatoes (5 % held out),"
+        f" {args.adapt_steps} steps, {adapt['seconds'] / 60:.1f} min: validation perplexity on held-out snippets "
+        f"{adapted_perplexity:.1f} (last training-batch loss {float(before_adapt.get('loss', 'nan')):.3f}).",
+        "The test snippets are never used for this.",
+        "",
+        "## 3. Sentiment on Rotten Tomatoes critic snippets",
+        "",
+        f"Split: `train_test_split(test_size=0.2, stratify=y, random_state=0)`, {n_test:,} test snippets; the",
+        f"500-label set is a stratified sample of the training split (seed {args.seed}). Encoders: the adapted LM of"
+        " section 2 (full, LoRA) or the same architecture and tokenizer with random weights (scratch). Head: concat",
+        f"pooling [h_T, max, mean] → 50 → 2. Epochs: {args.small_epochs} with 500 labels, {args.full_epochs} with all"
+        " labels;",
+        f"snippets cut to {args.max_len} tokens; batch {args.batch_size}; slanted triangular schedule for every"
+        " method. Full",
+        "fine-tuning adds discriminative rates (/2.6 per group) and gradual unfreezing (one group per epoch from the",
+        "top); LoRA trains only the adapters on W_ih and W_hh and the head. Time is training time on this shared CPU.",
+        "",
+        "| labels | method | test accuracy | trainable parameters | training time |",
+        "|---|---|---|---|---|",
+    ]
+    for size in sizes:
+        for method in METHODS:
+            r = by.get((method, size))
+            if r is None:
+                continue
+            lines.append(
+                f"| {size:,} | {names[method]} | {r['test_accuracy']:.4f} | {r['trainable_parameters']:,} of "
+                f"{r['total_parameters']:,} | {r['train_seconds'] / 60:.1f} min |"
+            )
+    lines += [
+        "",
+        "Reference points from `/work/shared/DATA.md` (same split): majority class 0.578, TF-IDF word 1-2 grams +",
+        "logistic regression 0.781, TF-IDF char 2-5 grams + LR 0.783.",
+        "",
+        "## What the numbers say",
+        "",
+    ]
+    small = {m: by.get((m, 500)) for m in METHODS}
+    if all(small.values()):
+        gain = small["full"]["test_accuracy"] - small["scratch"]["test_accuracy"]
+        verdict = "beats" if gain > 0 else "does not beat"
+        lines.append(
+            f"- With 500 labels, full fine-tuning {verdict} training from scratch "
+            f"({small['full']['test_accuracy']:.4f} vs {small['scratch']['test_accuracy']:.4f}, {gain:+.4f}); "
+            f"LoRA reaches {small['lora']['test_accuracy']:.4f}."
+        )
+    lines += [
+        "- One seed, one split, no tuning of any hyperparameter: differences of about one point are within noise",
+        f"  (the standard error of an accuracy near 0.7 on {n_test:,} texts is about 0.009).",
+        "- The pretraining corpus (17th-century scripture) is far from modern film criticism, and the run is small",
+        "  (see section 1); the domain-adaptation stage is there to close part of that gap.",
+        "",
+        "## Using the commands yourself",
+        "",
+        "```",
+        "grukit lm train --corpus kjv --config scripts/configs/kjv_bpe.json --out runs/kjv --steps 450",
+        "grukit lm train --corpus kjv --config scripts/configs/kjv_bpe.json --out runs/kjv --steps 450 --resume",
+        'grukit lm generate runs/kjv --prompt "And God said" --max-new-tokens 60 --temperature 0.8 --top-p 0.95 '
+        "--seed 0",
+        "grukit finetune lm --lm runs/kjv --text my_reviews.txt --out runs/adapted --steps 60",
+        "grukit finetune classify --lm runs/adapted --data rotten_tomatoes --out runs/clf --train-size 500",
+        "grukit finetune classify --lm runs/adapted --data rotten_tomatoes --out runs/clf-lora --method lora --rank 8",
+        "grukit finetune classify --scratch scripts/configs/kjv_bpe.json --data my.csv --out runs/clf-scratch "
+        "--method scratch",
+        "```",
+        "",
+        "`train_log.csv`, `valid_log.csv` and `tensorboard/` sit in each run folder; `checkpoint/` holds what",
+        "`--resume` continues from; `model/` is the folder `GRULanguageModel.from_pretrained` reads.",
+        "",
+        "## A bigger run",
+        "",
+        "```",
+        "python scripts/finetuning_report.py --out runs/finetuning-large \\",
+        "    --config scripts/configs/kjv_bpe_large.json --pretrain-steps 8000 --adapt-steps 1500 \\",
+        "    --small-epochs 10 --full-epochs 6",
+        "```",
+        "",
+        "(`kjv_bpe_large.json`: 3 layers of 1,024 units, vocabulary 8,000; several epochs of KJV, hours on a CPU.)",
+        "",
+    ]
+    Path(args.doc).write_text("\n".join(lines), encoding="utf-8")
+    print(f"wrote {args.doc}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

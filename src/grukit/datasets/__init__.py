@@ -1,0 +1,31 @@
+"""Real data that installed packages ship, read offline. Each loader raises an ImportError naming the pip
+package to install when the one it reads is missing."""
+
+from grukit.datasets.images import DIRECTIONS, load_digit_rows, make_digit_clips
+from grukit.datasets.pos import load_people_daily
+from grukit.datasets.series import SEASONAL_PERIODS, SERIES, load_series
+from grukit.datasets.text import (
+    load_chinese_reviews,
+    load_django_translations,
+    load_kjv,
+    load_rotten_tomatoes,
+    number_word_pairs,
+)
+from grukit.datasets.ucr import bundled_ucr_names, load_ucr
+
+__all__ = [
+    "DIRECTIONS",
+    "SEASONAL_PERIODS",
+    "SERIES",
+    "bundled_ucr_names",
+    "load_chinese_reviews",
+    "load_digit_rows",
+    "load_django_translations",
+    "load_kjv",
+    "load_people_daily",
+    "load_rotten_tomatoes",
+    "load_series",
+    "load_ucr",
+    "make_digit_clips",
+    "number_word_pairs",
+]

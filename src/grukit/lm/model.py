@@ -1,0 +1,359 @@
+r"""A GRU language model: embedding → stacked GRU → output head, with AWD-style regularisation, a
+readable checkpoint folder, and sampling.
+
+For ids ``x`` ``(B, T)`` and layers ``l = 1 … L``::
+
+    e      = E[x] · m_E                  (B, T, D)   m_E: embedding dropout, whole rows of E (one word type)
+    h⁰     = e ⊙ m_in                    (B, T, D)   m_in: variational (locked) dropout, one mask for all t
+    hˡ, sˡ = GRUˡ(hˡ⁻¹ ⊙ m_l, sˡ₀)       (B, T, Hˡ)  W_hh of each layer under DropConnect (Wan et al. 2013)
+    logits = (hᴸ ⊙ m_out) W_outᵀ + b     (B, T, V)   W_out = E when tied (then Hᴸ = D)
+
+as in Merity et al. 2017 (AWD-LSTM), here on GRUs. DropConnect draws one mask on ``W_hh`` per forward pass
+and passes the dropped matrix to the layer functionally, so the parameters themselves never change.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+from torch.nn.utils import parametrize
+
+from grukit.lm import lora
+from grukit.lm.sampling import sample_next
+from grukit.nn import GRU
+from grukit.text.tokenizer import BPETokenizer, CharTokenizer, tokenizer_from_files
+from grukit.train.checkpoint import read_folder, write_folder
+
+ARCHITECTURE = "grukit-gru-lm"
+State = tuple[Tensor, ...]  # one (1, B, H_l) tensor per layer
+
+
+@dataclass
+class LMConfig:
+    """What :class:`GRULanguageModel` builds.
+
+    Args:
+        vocab_size: ``V``.
+        embedding_size: ``D``.
+        hidden_size: ``H`` of every GRU layer (the last one is ``D`` when ``tie_weights``).
+        num_layers: ``L``.
+        tie_weights: share the embedding matrix with the output head (Press & Wolf 2017).
+        embedding_dropout: probability of dropping a whole word type from the embedding matrix.
+        input_dropout: variational dropout on the embedded input.
+        hidden_dropout: variational dropout between GRU layers.
+        output_dropout: variational dropout on the last layer's output.
+        weight_dropout: DropConnect probability on each layer's ``W_hh``.
+    """
+
+    vocab_size: int
+    embedding_size: int = 128
+    hidden_size: int = 512
+    num_layers: int = 2
+    tie_weights: bool = False
+    embedding_dropout: float = 0.0
+    input_dropout: float = 0.0
+    hidden_dropout: float = 0.0
+    output_dropout: float = 0.0
+    weight_dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "embedding_size", "hidden_size", "num_layers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"LMConfig expected {name} to be a positive integer, got {value!r}")
+        for name in ("embedding_dropout", "input_dropout", "hidden_dropout", "output_dropout", "weight_dropout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                raise ValueError(f"LMConfig expected {name} in [0, 1), got {value!r}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> LMConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known - {"architecture"})
+        if unknown:
+            raise ValueError(f"LMConfig got unknown keys {unknown}; expected keys among {sorted(known)}")
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def to_dict(self) -> dict:
+        return {"architecture": ARCHITECTURE, **asdict(self)}
+
+    def layer_sizes(self) -> list[tuple[int, int]]:
+        """``(input_size, hidden_size)`` of each GRU layer."""
+        sizes = []
+        for layer in range(self.num_layers):
+            inputs = self.embedding_size if layer == 0 else self.hidden_size
+            last = layer == self.num_layers - 1
+            sizes.append((inputs, self.embedding_size if last and self.tie_weights else self.hidden_size))
+        return sizes
+
+
+def locked_dropout(x: Tensor, p: float, training: bool) -> Tensor:
+    """Variational dropout on ``x`` ``(B, T, C)``: one mask per sequence and channel, shared by all steps."""
+    if not training or p == 0.0:
+        return x
+    mask = x.new_empty(x.shape[0], 1, x.shape[2]).bernoulli_(1 - p) / (1 - p)  # (B, 1, C)
+    return x * mask
+
+
+def _as_text_list(prompt: object) -> list[str] | None:
+    if isinstance(prompt, str):
+        return [prompt]
+    if isinstance(prompt, (list, tuple)) and prompt and all(isinstance(p, str) for p in prompt):
+        return list(prompt)
+    return None
+
+
+class GRULanguageModel(nn.Module):
+    """Embedding, stacked GRU, output head (see the module docstring for the equations).
+
+    Args:
+        config: an :class:`LMConfig`.
+        tokenizer: optional; saved with the model and used when text is given to :meth:`generate`.
+
+    Shapes: ``ids`` ``(B, T)`` int64; ``state`` a tuple of ``L`` tensors ``(1, B, H_l)`` (zeros when omitted);
+    ``lengths`` ``(B,)`` for right-padded batches; logits ``(B, T, V)``.
+    """
+
+    def __init__(self, config: LMConfig, tokenizer: CharTokenizer | BPETokenizer | None = None) -> None:
+        super().__init__()
+        if tokenizer is not None and tokenizer.vocab_size != config.vocab_size:
+            raise ValueError(
+                f"GRULanguageModel: the tokenizer has {tokenizer.vocab_size} symbols, the config says "
+                f"vocab_size={config.vocab_size}"
+            )
+        self.config = config
+        self.tokenizer = tokenizer
+        self.embedding = nn.Embedding(config.vocab_size, config.embedding_size)
+        self.layers = nn.ModuleList(GRU(inputs, hidden) for inputs, hidden in config.layer_sizes())
+        last = config.layer_sizes()[-1][1]
+        self.decoder = nn.Linear(last, config.vocab_size)
+        nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
+        nn.init.zeros_(self.decoder.bias)
+        if config.tie_weights:
+            self.decoder.weight = self.embedding.weight
+
+    # Forward ------------------------------------------------------------------------------------------------
+    def _check_ids(self, ids: Tensor) -> Tensor:
+        if not isinstance(ids, Tensor) or ids.dim() != 2 or ids.dtype not in (torch.int64, torch.int32):
+            got = f"{tuple(ids.shape)} {ids.dtype}" if isinstance(ids, Tensor) else type(ids).__name__
+            raise ValueError(f"GRULanguageModel expected integer ids of shape (batch, time), got {got}")
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.config.vocab_size):
+            raise ValueError(
+                f"GRULanguageModel expected ids in [0, {self.config.vocab_size}), "
+                f"got min {int(ids.min())} and max {int(ids.max())}"
+            )
+        return ids.long()
+
+    def _embed(self, ids: Tensor) -> Tensor:
+        weight = self.embedding.weight  # (V, D)
+        p = self.config.embedding_dropout
+        if self.training and p > 0:
+            weight = weight * weight.new_empty(weight.shape[0], 1).bernoulli_(1 - p) / (1 - p)
+        return nn.functional.embedding(ids, weight)  # (B, T, D)
+
+    def _run_layer(self, index: int, x: Tensor, h0: Tensor | None, lengths: Tensor | None) -> tuple[Tensor, Tensor]:
+        layer = self.layers[index]
+        p = self.config.weight_dropout
+        if self.training and p > 0:
+            # With LoRA attached the mask falls on the base matrix W_hh and the low-rank update is added after.
+            if parametrize.is_parametrized(layer, "weight_hh_l0"):
+                key, weight = "parametrizations.weight_hh_l0.original", layer.parametrizations.weight_hh_l0.original
+            else:
+                key, weight = "weight_hh_l0", layer.weight_hh_l0
+            dropped = nn.functional.dropout(weight, p, training=True)  # (3H, H)
+            return functional_call(layer, {key: dropped}, (x, h0), {"lengths": lengths})
+        return layer(x, h0, lengths=lengths)
+
+    def encode(self, ids: Tensor, state: State | None = None, lengths: Tensor | None = None) -> tuple[Tensor, State]:
+        """The last layer's outputs ``(B, T, H_L)`` (after output dropout) and the new state."""
+        ids = self._check_ids(ids)
+        if state is not None and len(state) != len(self.layers):
+            raise ValueError(f"GRULanguageModel expected a state of {len(self.layers)} tensors, got {len(state)}")
+        x = locked_dropout(self._embed(ids), self.config.input_dropout, self.training)  # (B, T, D)
+        new_state = []
+        for index in range(len(self.layers)):
+            if index > 0:
+                x = locked_dropout(x, self.config.hidden_dropout, self.training)
+            x, h_n = self._run_layer(index, x, None if state is None else state[index], lengths)  # (B, T, H_l)
+            new_state.append(h_n)  # (1, B, H_l)
+        return locked_dropout(x, self.config.output_dropout, self.training), tuple(new_state)
+
+    def forward(self, ids: Tensor, state: State | None = None, lengths: Tensor | None = None) -> tuple[Tensor, State]:
+        """Returns ``(logits (B, T, V), state)``."""
+        output, state = self.encode(ids, state, lengths)
+        return self.decoder(output), state
+
+    # Generation ---------------------------------------------------------------------------------------------
+    def _prompt_ids(self, prompt: object) -> tuple[Tensor, Tensor]:
+        texts = _as_text_list(prompt)
+        if texts is not None:
+            if self.tokenizer is None:
+                raise ValueError("GRULanguageModel.generate got text but the model has no tokenizer; pass ids")
+            rows = [self.tokenizer.encode(text) for text in texts]
+        elif isinstance(prompt, Tensor):
+            rows = [prompt.tolist()] if prompt.dim() == 1 else prompt.tolist()
+        elif isinstance(prompt, (list, tuple)) and prompt and all(isinstance(i, int) for i in prompt):
+            rows = [list(prompt)]
+        elif isinstance(prompt, (list, tuple)) and prompt and all(isinstance(r, (list, tuple)) for r in prompt):
+            rows = [list(r) for r in prompt]
+        else:
+            raise ValueError(
+                "generate expected a prompt as text, a list of texts, a list of ids, a list of id lists or "
+                f"a (T,) / (B, T) tensor, got {type(prompt).__name__}"
+            )
+        if any(len(row) == 0 for row in rows):
+            raise ValueError("generate expected every prompt to hold at least one token, got an empty one")
+        lengths = torch.tensor([len(row) for row in rows])
+        ids = torch.zeros(len(rows), int(lengths.max()), dtype=torch.long)  # (B, T) right-padded
+        for b, row in enumerate(rows):
+            ids[b, : len(row)] = torch.as_tensor(row, dtype=torch.long)
+        return ids, lengths
+
+    @torch.no_grad()
+    def stream(
+        self,
+        prompt: object,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+    ) -> Iterator[Tensor]:
+        """Yield the next token of every prompt, ``(B,)`` int64, one step at a time.
+
+        Only the hidden state is kept between steps, so memory does not grow with ``max_new_tokens``.
+        Prompts of different lengths run as one right-padded batch with ``lengths``. Arguments as
+        :meth:`generate`.
+        """
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+            raise ValueError(f"generate expected max_new_tokens to be a non-negative integer, got {max_new_tokens!r}")
+        generator = None if seed is None else torch.Generator().manual_seed(seed)
+        ids, lengths = self._prompt_ids(prompt)
+        ids = self._check_ids(ids)
+        was_training = self.training
+        self.eval()
+        try:
+            uniform = bool((lengths == lengths[0]).all())
+            logits, state = self(ids, None, None if uniform else lengths)  # (B, T, V)
+            logits = logits[torch.arange(len(lengths)), lengths - 1]  # (B, V) at each prompt's last token
+            for _ in range(max_new_tokens):
+                token = sample_next(logits, temperature, top_k, top_p, generator)  # (B,)
+                yield token
+                logits, state = self(token.unsqueeze(1), state)  # (B, 1, V)
+                logits = logits[:, -1]
+        finally:
+            self.train(was_training)
+
+    def stream_text(self, prompt: str, max_new_tokens: int, **sampling) -> Iterator[str]:
+        """Yield the text of a single prompt's continuation as it is made (needs a tokenizer)."""
+        if not isinstance(prompt, str):
+            raise TypeError(f"stream_text expected one prompt as a str, got {type(prompt).__name__}")
+        if self.tokenizer is None:
+            raise ValueError("stream_text needs a tokenizer: load the model with from_pretrained or pass one")
+        decode = self.tokenizer.stream_decoder()
+        for token in self.stream(prompt, max_new_tokens, **sampling):
+            piece = decode(int(token[0]))
+            if piece:
+                yield piece
+
+    def generate(
+        self,
+        prompt: object,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+    ) -> Tensor | str | list[str]:
+        """Continue ``prompt`` by ``max_new_tokens`` tokens.
+
+        Args:
+            prompt: text, a list of texts (a batch), ids as a list, a list of id lists, or a ``(T,)`` /
+                ``(B, T)`` tensor.
+            max_new_tokens: how many tokens to add.
+            temperature: divides the logits; ``0`` takes the argmax (greedy), small values approach it.
+            top_k: sample among the ``k`` most likely tokens only.
+            top_p: sample among the smallest set of tokens whose probability reaches ``p`` (nucleus).
+            seed: makes sampling repeatable, without touching torch's global generator.
+
+        Returns:
+            the continuation only: a ``str`` for a text prompt, a list of ``str`` for a list of texts,
+            otherwise ids ``(B, max_new_tokens)``.
+        """
+        tokens = list(self.stream(prompt, max_new_tokens, temperature, top_k, top_p, seed))
+        new = torch.stack(tokens, 1) if tokens else torch.zeros(self._prompt_ids(prompt)[0].shape[0], 0).long()
+        texts = _as_text_list(prompt)
+        if texts is None:
+            return new
+        decoded = [self.tokenizer.decode(row.tolist()) for row in new]
+        return decoded[0] if isinstance(prompt, str) else decoded
+
+    # Saving -------------------------------------------------------------------------------------------------
+    def base_state_dict(self) -> dict[str, Tensor]:
+        """Weights without adapters and without the tied output matrix (it is the embedding)."""
+        base, _ = lora.split_state_dict(self)
+        if self.config.tie_weights:
+            base.pop("decoder.weight")
+        return base
+
+    def load_base_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Load weights written by :meth:`base_state_dict`, checking that none is missing."""
+        missing = lora.load_base_state_dict(self, state)
+        missing = [name for name in missing if not (self.config.tie_weights and name == "decoder.weight")]
+        if missing:
+            raise ValueError(f"GRULanguageModel weights lack {missing[:5]}")
+
+    def folder_files(self) -> dict[str, bytes]:
+        """Everything :meth:`save_pretrained` writes, name → bytes (the manifest aside)."""
+        from safetensors.torch import save as save_safetensors_bytes
+
+        weights = {k: v.detach().contiguous().cpu() for k, v in self.base_state_dict().items()}
+        files = {
+            "config.json": (json.dumps(self.config.to_dict(), indent=2) + "\n").encode("utf-8"),
+            "model.safetensors": save_safetensors_bytes(weights),
+        }
+        if self.tokenizer is not None:
+            files.update(self.tokenizer.files())
+        files.update(lora.adapter_files(self))
+        return files
+
+    def save_pretrained(self, path: str | os.PathLike) -> Path:
+        """Write ``config.json``, ``model.safetensors`` (base weights), the tokenizer files and, when LoRA is
+        attached, ``adapter_config.json`` + ``adapter_model.safetensors``, atomically with a manifest."""
+        return write_folder(path, self.folder_files())
+
+    @classmethod
+    def from_files(cls, files: dict[str, bytes], where: str = "<files>") -> GRULanguageModel:
+        from safetensors.torch import load as load_safetensors_bytes
+
+        if "config.json" not in files or "model.safetensors" not in files:
+            raise ValueError(f"{where!r} is not a grukit language model: it lacks config.json or model.safetensors")
+        config = json.loads(files["config.json"].decode("utf-8"))
+        if config.get("architecture") != ARCHITECTURE:
+            raise ValueError(f"{where!r} holds a {config.get('architecture')!r} model, expected {ARCHITECTURE!r}")
+        model = cls(LMConfig.from_dict(config), tokenizer_from_files(files))
+        model.load_base_state_dict(load_safetensors_bytes(files["model.safetensors"]))
+        lora.load_adapter_files(model, files)
+        return model
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike) -> GRULanguageModel:
+        """Load a folder written by :meth:`save_pretrained` (checksums verified), tokenizer and adapters too."""
+        return cls.from_files(read_folder(path), str(path))
+
+    def initial_state(self, batch_size: int) -> State:
+        """Zeros, one ``(1, B, H_l)`` tensor per layer."""
+        weight = self.embedding.weight
+        return tuple(weight.new_zeros(1, batch_size, hidden) for _, hidden in self.config.layer_sizes())
+
+
+def detach_state(state: Sequence[Tensor]) -> State:
+    """Cut the graph between truncated-BPTT windows; the values carry over."""
+    return tuple(s.detach() for s in state)

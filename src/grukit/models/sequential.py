@@ -1,0 +1,374 @@
+"""``Sequential``: Keras' model API (compile / fit / evaluate / predict / summary / save) over grukit layers,
+trained by the shared :class:`grukit.train.Trainer`.
+
+The padding mask flows with the data: it starts from the lengths of variable-length input and from
+``Embedding(mask_zero=True)``, reaches the recurrent layers as lengths, and what is left of it at the output
+(``model.output_mask``) weights the loss and the metrics, so padded positions count for nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from grukit.layers.base import Layer, Shape, layer_from_config, layer_to_config
+from grukit.layers.core import Embedding
+from grukit.layers.recurrent import RecurrentLayer
+from grukit.models.data import Batches, Samples, make_batches
+from grukit.train import Callback, History, Metric, Trainer, get_loss, get_metric
+from grukit.train.checkpoint import load_checkpoint, save_checkpoint
+
+ARCHITECTURE = "grukit.Sequential"
+
+# Keras 3's defaults for the optimizers named by string.
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "adam": lambda params: torch.optim.Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-7),
+    "adamw": lambda params: torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-7, weight_decay=0.004),
+    "sgd": lambda params: torch.optim.SGD(params, lr=0.01),
+    "rmsprop": lambda params: torch.optim.RMSprop(params, lr=1e-3, alpha=0.9, eps=1e-7),
+}
+
+
+class _OutputMasked(Metric):
+    """A metric updated with the model's output mask merged into the batch's."""
+
+    def __init__(self, metric: Metric, model: Sequential) -> None:
+        super().__init__()
+        self.metric, self.model, self.name = metric, model, metric.name
+
+    def update(self, outputs: Tensor, targets: Tensor, mask: Tensor | None = None) -> None:
+        self.metric.update(outputs, targets, self.model.merge_mask(mask))
+
+    def result(self) -> float:
+        return self.metric.result()
+
+    def reset(self) -> None:
+        self.metric.reset()
+
+
+def _shape_text(shape: Shape | list) -> str:
+    if isinstance(shape, list):
+        return ", ".join(_shape_text(s) for s in shape)
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
+
+
+class Sequential(nn.Module):
+    """A stack of layers, each feeding the next, with Keras' training API.
+
+    ``model(x, lengths=None)`` runs the stack on a batch: ``x`` token ids ``(B, T)`` or features
+    ``(B, T, F)`` / ``(B, F)``; ``lengths`` ``(B,)`` the real length of each padded sequence.
+    """
+
+    def __init__(self, layers: Iterable[Layer] | None = None, name: str = "sequential") -> None:
+        super().__init__()
+        self.name = name
+        self.layers = nn.ModuleList()
+        self.input_shape: Shape | None = None
+        self.output_mask: Tensor | None = None
+        self.compile_config: dict | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.trainer: Trainer | None = None
+        self.history: History | None = None
+        self.loss_name: str | None = None
+        for layer in layers or []:
+            self.add(layer)
+
+    # Structure ---------------------------------------------------------------------------------------------
+    def add(self, layer: Layer) -> None:
+        if not isinstance(layer, Layer):
+            raise TypeError(f"Sequential takes grukit layers (grukit.layers), got {type(layer).__name__}")
+        if self.built:
+            raise RuntimeError("cannot add a layer to a Sequential that is already built")
+        self.layers.append(layer)
+
+    @property
+    def built(self) -> bool:
+        return self.input_shape is not None
+
+    def build(self, input_shape: Shape) -> None:
+        """Create every layer's weights for inputs of ``input_shape`` (``None`` for unknown sizes, e.g.
+        ``(None, None)`` for token ids of any batch size and length)."""
+        if not self.layers:
+            raise ValueError("Sequential has no layers to build")
+        shape = tuple(input_shape)
+        for layer in self.layers:
+            if not layer.built:
+                layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+        self.input_shape = tuple(input_shape)
+
+    def output_shapes(self) -> list[Shape]:
+        if not self.built:
+            raise RuntimeError("the model is not built yet: call build(input_shape), or fit / predict first")
+        shapes, shape = [], self.input_shape
+        for layer in self.layers:
+            shape = layer.compute_output_shape(shape)
+            shapes.append(shape)
+        return shapes
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """Run the layers; sets ``self.output_mask`` (``(B, T)`` or ``None``) for the loss and metrics."""
+        if not self.built:
+            # Sequences (token ids into an Embedding, or (B, T, F) features) may come in any length.
+            sequence = x.dim() == 3 or (x.dim() == 2 and isinstance(self.layers[0], Embedding))
+            self.build((None, *([None] if sequence else x.shape[1:2]), *x.shape[2:]))
+        mask = None
+        if lengths is not None:
+            mask = torch.arange(x.shape[1], device=x.device).unsqueeze(0) < lengths.to(x.device).unsqueeze(1)
+        for layer in self.layers:
+            x, mask = layer(x, mask)
+        self.output_mask = mask
+        return x
+
+    def merge_mask(self, mask: Tensor | None) -> Tensor | None:
+        """The batch's mask combined with the model's output mask from the last forward."""
+        if self.output_mask is None:
+            return mask
+        return self.output_mask if mask is None else mask & self.output_mask
+
+    def count_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def summary(self, print_fn: Callable[[str], None] = print) -> None:
+        """Print the layers, their output shapes and parameter counts (the same counts as Keras 3)."""
+        shapes = self.output_shapes()
+        rows = [
+            (
+                f"{layer.name} ({type(layer).__name__})",
+                _shape_text(list(shape) if isinstance(shape[0], tuple) else shape),
+                f"{layer.count_params():,}",
+            )
+            for layer, shape in zip(self.layers, shapes)
+        ]
+        widths = [
+            max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(("Layer (type)", "Output Shape", "Param #"))
+        ]
+        rule = "-" * (sum(widths) + 6)
+        lines = [f'Model: "{self.name}"', rule]
+        lines.append("   ".join(h.ljust(w) for h, w in zip(("Layer (type)", "Output Shape", "Param #"), widths)))
+        lines.append(rule)
+        lines += ["   ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        lines += [
+            rule,
+            f"Total params: {self.count_params():,}",
+            f"Trainable params: {trainable:,}",
+            f"Non-trainable params: {self.count_params() - trainable:,}",
+            rule,
+        ]
+        print_fn("\n".join(lines))
+
+    # Training ----------------------------------------------------------------------------------------------
+    def compile(
+        self,
+        optimizer: str | torch.optim.Optimizer | Callable[..., torch.optim.Optimizer] = "rmsprop",
+        loss: str | Callable = "sparse_categorical_crossentropy",
+        metrics: Iterable[str | Metric] | None = None,
+        clipnorm: float | str | None = "auto",
+    ) -> None:
+        """Choose the optimizer (``"adam"``, ``"adamw"``, ``"sgd"``, ``"rmsprop"`` with Keras' defaults, a
+        ``torch.optim`` optimizer over this model's parameters, or a callable ``params -> optimizer``), the
+        loss (a Keras name, ``loss(outputs, targets, mask)``, or a Keras custom ``loss(y_true, y_pred)``),
+        metrics (``"accuracy"``, ``"mae"``, …) and gradient clipping by global norm: ``"auto"`` (the default)
+        clips at 1.0 when the model holds a recurrent layer, whose gradients can explode, and not otherwise;
+        ``None`` turns it off, as Keras' default."""
+        if isinstance(optimizer, str) and optimizer.lower() not in OPTIMIZERS:
+            raise ValueError(
+                f"unknown optimizer {optimizer!r}; expected a torch optimizer or one of {sorted(OPTIMIZERS)}"
+            )
+        if not isinstance(optimizer, (str, torch.optim.Optimizer)) and not callable(optimizer):
+            raise TypeError(f"compile expected an optimizer name, a torch optimizer or a factory, got {optimizer!r}")
+        if isinstance(optimizer, torch.optim.Optimizer) and not self.built:
+            raise RuntimeError(
+                "a torch optimizer needs the model's parameters: build the model first (model.build(input_shape)), "
+                "or pass a name such as 'adam' or a factory like lambda params: torch.optim.Adam(params, lr=1e-3)"
+            )
+        if clipnorm not in (None, "auto") and not (
+            isinstance(clipnorm, (int, float)) and not isinstance(clipnorm, bool) and clipnorm > 0
+        ):
+            raise ValueError(f"compile expected clipnorm to be a positive number, 'auto' or None, got {clipnorm!r}")
+        loss_fn = get_loss(loss)
+        metric_objects = [get_metric(m, loss) for m in (metrics or [])]
+        self.loss_name = loss if isinstance(loss, str) else None
+        self.loss_fn = loss_fn
+        self.metric_objects = metric_objects
+        self.optimizer_spec = optimizer.lower() if isinstance(optimizer, str) else optimizer
+        self.optimizer = optimizer if isinstance(optimizer, torch.optim.Optimizer) else None
+        self.clipnorm = clipnorm
+        self.trainer = None
+        self.compile_config = {
+            "optimizer": optimizer.lower()
+            if isinstance(optimizer, str)
+            else (type(optimizer).__name__ if isinstance(optimizer, torch.optim.Optimizer) else None),
+            "loss": self.loss_name,
+            "metrics": [m if isinstance(m, str) else None for m in (metrics or [])],
+            "clipnorm": clipnorm,
+        }
+
+    def _masked_loss(self, outputs: Tensor, targets: Tensor, mask: Tensor | None) -> Tensor:
+        return self.loss_fn(outputs, targets, self.merge_mask(mask))
+
+    def _ensure_trainer(self) -> Trainer:
+        if self.compile_config is None:
+            raise RuntimeError("the model must be compiled before training or evaluation: call model.compile(...)")
+        if self.trainer is None:
+            if self.optimizer is None:
+                spec = self.optimizer_spec
+                self.optimizer = (
+                    OPTIMIZERS[spec](self.parameters()) if isinstance(spec, str) else spec(self.parameters())
+                )
+            metrics = [_OutputMasked(m, self) for m in self.metric_objects]
+            clipnorm = self.clipnorm
+            if clipnorm == "auto":
+                clipnorm = 1.0 if any(isinstance(m, RecurrentLayer) for m in self.modules()) else None
+            self.trainer = Trainer(self, self._masked_loss, self.optimizer, metrics, clipnorm=clipnorm)
+        return self.trainer
+
+    def _build_from(self, batches: Iterable) -> None:
+        if self.built:
+            return
+        first = next(iter(batches))
+        inputs = first[0] if isinstance(first[0], (tuple, list)) else (first[0],)
+        with torch.no_grad():
+            self(*inputs)
+
+    def _check_classes(self, samples: Samples | None) -> None:
+        """Refuse integer labels beyond the output layer's classes before any training happens."""
+        if samples is None or self.loss_name != "sparse_categorical_crossentropy":
+            return
+        classes = self.output_shapes()[-1][-1]
+        largest = samples.targets_max()
+        if largest is not None and classes is not None and largest >= classes:
+            raise ValueError(
+                f"labels go up to {largest} but the model's last layer outputs {classes} classes; "
+                f"sparse_categorical_crossentropy needs labels in [0, {classes - 1}] (give the last layer "
+                f"at least {largest + 1} units)"
+            )
+
+    def fit(
+        self,
+        x: object,
+        y: object = None,
+        epochs: int = 1,
+        batch_size: int = 32,
+        validation_data: tuple | object = None,
+        validation_split: float = 0.0,
+        shuffle: bool = True,
+        callbacks: Iterable[Callback] | None = None,
+        verbose: int = 1,
+    ) -> History:
+        """Train for ``epochs`` epochs and return the :class:`~grukit.train.History` (``history.history``:
+        ``loss``, each metric, and ``val_*`` with validation data), as Keras' ``fit``.
+
+        ``validation_split`` holds out the last fraction of ``x`` / ``y`` (before shuffling, as Keras);
+        ``validation_data`` is ``(x_val, y_val)`` or a ``Dataset`` / ``DataLoader``.
+        """
+        if self.compile_config is None:
+            raise RuntimeError("the model must be compiled before fit: call model.compile(optimizer, loss, metrics)")
+        if not 0.0 <= validation_split < 1.0:
+            raise ValueError(f"fit expected validation_split in [0, 1), got {validation_split!r}")
+        train = make_batches(x, y, batch_size, shuffle, "fit")
+        samples = getattr(train, "samples", None)
+        val = None
+        if validation_split:
+            if samples is None:
+                raise ValueError("validation_split needs arrays or lists, not a Dataset or DataLoader")
+            cut = int(len(samples) * (1.0 - validation_split))
+            if cut == 0 or cut == len(samples):
+                raise ValueError(
+                    f"validation_split={validation_split} leaves no training or no validation samples "
+                    f"out of {len(samples)}"
+                )
+            val = Batches(samples.subset(slice(cut, None)), batch_size, False)
+            samples = samples.subset(slice(0, cut))
+            train = Batches(samples, batch_size, shuffle)
+        if validation_data is not None:
+            if isinstance(validation_data, (tuple, list)):
+                if len(validation_data) != 2:
+                    raise ValueError(f"validation_data must be (x_val, y_val), got {len(validation_data)} items")
+                val = make_batches(*validation_data, batch_size, False, "fit (validation_data)")
+            else:
+                val = make_batches(validation_data, None, batch_size, False, "fit (validation_data)")
+        self._build_from(train)
+        self._check_classes(samples)
+        trainer = self._ensure_trainer()
+        trainer.callbacks = list(callbacks or [])
+        trainer.epoch = 0
+        trainer.history = History()
+        self.history = trainer.fit(train, epochs=epochs, val_batches=val, verbose=verbose)
+        return self.history
+
+    def evaluate(self, x: object, y: object = None, batch_size: int = 32, verbose: int = 1) -> float | list[float]:
+        """``[loss, *metrics]`` over ``x`` / ``y`` (just the loss when there are no metrics), as Keras; with
+        ``verbose`` it also prints them."""
+        if self.compile_config is None:
+            raise RuntimeError(
+                "the model must be compiled before evaluate: call model.compile(optimizer, loss, metrics)"
+            )
+        batches = make_batches(x, y, batch_size, False, "evaluate")
+        self._build_from(batches)
+        self._check_classes(getattr(batches, "samples", None))
+        logs = self._ensure_trainer().evaluate(batches)
+        if verbose:
+            print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
+        values = list(logs.values())
+        return values[0] if len(values) == 1 else values
+
+    def predict(self, x: object, batch_size: int = 32) -> np.ndarray:
+        """The model's outputs as a numpy array, in the order of ``x`` (variable-length outputs zero-padded
+        to the longest)."""
+        batches = make_batches(x, None, batch_size, False, "predict")
+        self._build_from(batches)
+        trainer = self.trainer or Trainer(self, self._masked_loss, None)
+        outputs = trainer.predict(batches)
+        if isinstance(outputs, tuple):
+            return [o.numpy() for o in outputs]
+        return outputs.numpy()
+
+    # Saving ------------------------------------------------------------------------------------------------
+    def get_config(self) -> dict:
+        return {
+            "architecture": ARCHITECTURE,
+            "name": self.name,
+            "layers": [layer_to_config(layer) for layer in self.layers],
+            "input_shape": list(self.input_shape) if self.built else None,
+            "compile": self.compile_config,
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the model as a folder: ``config.json`` (layers, input shape, compile settings),
+        ``model.safetensors`` and, once trained, the optimizer state. :func:`load_model` reads it back."""
+        if not self.built:
+            raise RuntimeError("cannot save a model that is not built: call build(input_shape), or fit first")
+        return save_checkpoint(path, self.get_config(), self.state_dict(), self.optimizer)
+
+    @classmethod
+    def from_config(cls, config: dict) -> Sequential:
+        model = cls([layer_from_config(entry) for entry in config["layers"]], name=config.get("name", "sequential"))
+        if config.get("input_shape") is not None:
+            model.build(tuple(config["input_shape"]))
+        return model
+
+
+def load_model(path: str | os.PathLike) -> Sequential:
+    """Rebuild a :class:`Sequential` saved with ``model.save(path)``: same layers, weights and, when it was
+    compiled with named loss / metrics, the same compile settings and optimizer state."""
+    checkpoint = load_checkpoint(path, architecture=ARCHITECTURE)
+    model = Sequential.from_config(checkpoint.config)
+    model.load_state_dict(checkpoint.weights)
+    compile_config = checkpoint.config.get("compile")
+    if compile_config and None not in (compile_config["loss"], compile_config["optimizer"], *compile_config["metrics"]):
+        optimizer = compile_config["optimizer"]
+        if optimizer not in OPTIMIZERS:
+            optimizer_class = getattr(torch.optim, optimizer)
+            optimizer = optimizer_class(model.parameters())
+        model.compile(optimizer, compile_config["loss"], compile_config["metrics"], compile_config["clipnorm"])
+        if checkpoint.optimizer_state is not None:
+            model._ensure_trainer()
+            model.optimizer.load_state_dict(checkpoint.optimizer_state)
+    return model

@@ -1,0 +1,186 @@
+r"""Engine selection and the variable-length plumbing shared by the fast GRU engines.
+
+Engines for the GRU (``engine=`` of :class:`grukit.nn.GRU`):
+
+- ``"onednn"``: oneDNN's fused GRU primitives (:mod:`grukit.ops.onednn`), float32 on the CPU;
+- ``"native"``: grukit's own fused kernel (:mod:`grukit.ops.native`), float32 and float64 on the CPU;
+- ``"reference"``: the readable cells of :mod:`grukit.ops.reference`, any dtype and device, the oracle;
+- ``"auto"``: the fastest of these that is installed and runs the input's dtype and device. On CUDA it is
+  torch's own fused GRU (cuDNN) for the reset-after form; cuDNN has no reset-before GRU, which stays on
+  ``"reference"`` there.
+
+The fast engines run one layer and one direction left to right over full-length sequences. This module adds
+the rest with the foundation's semantics: the reverse direction runs each sequence reversed within its own
+length (:func:`grukit.ops.reference.reverse_padded`), and ``lengths`` are handled as packed sequences are:
+sort by length, then run the kernel over a few time segments with a shrinking active batch::
+
+    segment [t0, t1): the sequences with length > t0, from their states at t0 - 1
+    output[t, b] = 0 for t >= lengths[b];   h_n[b] = output[lengths[b] - 1, b]
+
+Steps past a sequence's end inside its last segment are computed and then discarded (zero output, no
+gradient), so the results equal the step-by-step masked recurrence exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from grukit.ops import native, onednn, reference
+
+GRU_ENGINES = ("auto", "onednn", "native", "reference")
+LSTM_ENGINES = ("auto", "torch", "reference")
+MINGRU_ENGINES = ("auto", "scan", "log_space", "reference")
+MAX_SEGMENTS = 4
+
+Kernel = Callable[[Tensor, Tensor], Tensor]  # (x (T, B, I), h0 (B, H)) -> every step's state (T, B, H)
+
+
+def check_engine(owner: str, engine: object, choices: tuple[str, ...]) -> str:
+    if engine not in choices:
+        raise ValueError(f"{owner} expected engine in {choices}, got {engine!r}")
+    return engine
+
+
+def resolve_gru(engine: str, dtype: torch.dtype, device: torch.device, reset_after: bool = True) -> str:
+    """The engine that runs a GRU of this dtype and device when ``engine`` is asked for.
+
+    ``"auto"`` walks ``onednn -> native -> reference`` (``"torch"``, cuDNN, on CUDA). An explicit engine that
+    is not installed here falls back the same way (its build or load warned once); an explicit engine that
+    cannot run this dtype or device raises.
+    """
+    device = torch.device(device)
+    if engine == "reference":
+        return engine
+    if device.type == "cuda":
+        if engine == "auto":
+            return "torch" if reset_after and dtype in (torch.float16, torch.bfloat16, torch.float32) else "reference"
+        raise ValueError(f"GRU engine={engine!r} runs on the CPU; got a {device.type} input (use engine='auto')")
+    if device.type != "cpu":
+        if engine == "auto":
+            return "reference"
+        raise ValueError(f"GRU engine={engine!r} runs on the CPU; got a {device.type} input")
+    if engine == "onednn" and dtype != torch.float32:
+        raise ValueError(f"GRU engine='onednn' runs float32, got {dtype}; use engine='native' or 'auto'")
+    if engine == "native" and dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"GRU engine='native' runs float32 and float64, got {dtype}")
+    if engine in ("auto", "onednn") and dtype == torch.float32 and onednn.available():
+        return "onednn"
+    if dtype in (torch.float32, torch.float64) and native.available():
+        return "native"
+    return "reference"
+
+
+def segment_bounds(sorted_lengths: Tensor, max_segments: int = MAX_SEGMENTS) -> list[int]:
+    """Time boundaries ``[0, t1, ..., max length]`` for lengths sorted in descending order: at most
+    ``max_segments`` segments, cut at the lengths found at evenly spaced ranks."""
+    batch = sorted_lengths.numel()
+    ranks = [min(batch - 1, (batch * k) // max_segments) for k in range(1, max_segments)]
+    cuts = {int(sorted_lengths[r]) for r in ranks} | {int(sorted_lengths[0])}
+    return [0, *sorted(cuts)]
+
+
+def run_lengths(kernel: Kernel, x: Tensor, h0: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Run a full-length kernel with the foundation's ``lengths`` semantics (see the module docstring).
+
+    Args:
+        kernel: one left-to-right layer, ``(x (T, B, I), h0 (B, H)) -> (T, B, H)``.
+        x: ``(T, B, I)``; h0: ``(B, H)``; lengths: ``(B,)`` int64 CPU in ``[1, T]`` or ``None``.
+
+    Returns:
+        ``(output (T, B, H), h_n (B, H))``.
+    """
+    if lengths is None:
+        output = kernel(x, h0)  # (T, B, H)
+        return output, output[-1]
+    steps, batch = x.shape[0], x.shape[1]
+    sorted_lengths, order = torch.sort(lengths, descending=True, stable=True)
+    device_order = order.to(x.device)
+    x_sorted = x.index_select(1, device_order)  # (T, B, I)
+    h = h0.index_select(0, device_order)  # (B, H)
+    bounds = segment_bounds(sorted_lengths)
+    pieces = []
+    for t0, t1 in zip(bounds[:-1], bounds[1:]):
+        active = int((sorted_lengths > t0).sum())
+        y = kernel(x_sorted[t0:t1, :active], h[:active])  # (t1 - t0, active, H)
+        pieces.append(torch.nn.functional.pad(y, (0, 0, 0, batch - active)))  # (t1 - t0, B, H)
+        h = y[-1]
+    if bounds[-1] < steps:
+        pieces.append(x.new_zeros(steps - bounds[-1], batch, h0.shape[-1]))
+    output = torch.cat(pieces, 0)  # (T, B, H)
+    last = (sorted_lengths - 1).to(x.device)
+    h_n = output[last, torch.arange(batch, device=x.device)]  # (B, H)
+    output = output.masked_fill(~reference.valid_steps(steps, sorted_lengths, x.device), 0.0)
+    inverse = torch.argsort(device_order)
+    return output.index_select(1, inverse), h_n.index_select(0, inverse)
+
+
+def gru_direction(
+    engine: str,
+    x: Tensor,
+    h0: Tensor,
+    weights: tuple[Tensor, Tensor, Tensor | None, Tensor | None],
+    reset_after: bool,
+    lengths: Tensor | None,
+    reverse: bool,
+) -> tuple[Tensor, Tensor]:
+    """One GRU layer and direction on a fast engine (``"onednn"``, ``"native"`` or ``"torch"``), with the
+    semantics of ``reference.scan(gru_cell, ...)``: ``x`` ``(T, B, I)``, ``h0`` ``(B, H)`` -> ``(output, h_n)``."""
+    if engine == "torch":
+        output, (h_n,) = torch_direction("gru", x, (h0,), weights, lengths, reverse)
+        return output, h_n
+    sequence = onednn.gru_sequence if engine == "onednn" else native.gru_sequence
+
+    def kernel(x_part: Tensor, h_part: Tensor) -> Tensor:
+        return sequence(x_part, h_part, *weights, reset_after)
+
+    if reverse:
+        x = reference.reverse_padded(x, lengths)
+    output, h_n = run_lengths(kernel, x, h0, lengths)
+    if reverse:
+        output = reference.reverse_padded(output, lengths)
+    return output, h_n
+
+
+def torch_direction(
+    mode: str,
+    x: Tensor,
+    state: tuple[Tensor, ...],
+    weights: tuple[Tensor, Tensor, Tensor | None, Tensor | None],
+    lengths: Tensor | None,
+    reverse: bool,
+) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """One layer and direction through torch's own fused recurrent kernels (``torch._VF.gru`` / ``lstm``: oneDNN
+    for the LSTM on the CPU, cuDNN on CUDA), with ``lengths`` through a packed sequence.
+
+    Args:
+        mode: ``"gru"`` (reset-after only) or ``"lstm"``; x: ``(T, B, I)``; state: ``(h0,)`` or ``(h0, c0)``,
+        each ``(B, H)``; weights: ``(w_ih, w_hh, b_ih, b_hh)`` in torch's layout.
+
+    Returns:
+        ``(output (T, B, H), final state)``.
+    """
+    if reverse:
+        x = reference.reverse_padded(x, lengths)
+    flat = [w for w in weights if w is not None]
+    has_bias = weights[2] is not None
+    hx = tuple(s.unsqueeze(0) for s in state)  # (1, B, H) each
+    call = torch._VF.gru if mode == "gru" else torch._VF.lstm
+    hidden = hx[0] if mode == "gru" else hx
+    if lengths is None:
+        output, *final = call(x, hidden, flat, has_bias, 1, 0.0, False, False, False)
+    else:
+        packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
+        sorted_hx = tuple(h.index_select(1, packed.sorted_indices) for h in hx)
+        hidden = sorted_hx[0] if mode == "gru" else sorted_hx
+        data, *final = call(packed.data, packed.batch_sizes, hidden, flat, has_bias, 1, 0.0, False, False)
+        packed_out = torch.nn.utils.rnn.PackedSequence(
+            data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices
+        )
+        output, _ = torch.nn.utils.rnn.pad_packed_sequence(packed_out, total_length=x.shape[0])
+        final = [f.index_select(1, packed.unsorted_indices) for f in final]
+    if reverse:
+        output = reference.reverse_padded(output, lengths)
+    return output, tuple(f.squeeze(0) for f in final)
