@@ -7,8 +7,9 @@ every weight): median time [min-max], tokens/s, GFLOP/s (GEMM work only) and its
 measured in the same run; peak memory of forward + backward (extra resident memory, each contender in a fresh
 process); minGRU against GRU at T = 128, 512, 2048; cuDNN against grukit when a GPU is present.
 
-    .venv/bin/python bench/gru_speed.py            # the full run (tens of minutes on 2 cores)
-    .venv/bin/python bench/gru_speed.py --quick    # c1 and c4, 3 repeats: a few minutes
+    .venv/bin/python bench/gru_speed.py --threads 1   # the full run on one thread (~6 minutes on this machine)
+    .venv/bin/python bench/gru_speed.py               # 2 threads, as the issue measured
+    .venv/bin/python bench/gru_speed.py --quick       # c1 and c4, 3 repeats: a few minutes
 
 Writes ``bench/results/gru_speed[_quick]_<threads>threads.json`` and the generated section of
 ``docs/performance.md`` (unless ``--no-doc``).

@@ -19,7 +19,7 @@ from grukit.tasks import (
 )
 
 SMALL = {
-    SequenceClassifier: {"hidden_size": 16, "filters": (16, 32, 16), "epochs": 20, "batch_size": 8},
+    SequenceClassifier: {"hidden_size": 16, "filters": (16, 32, 16), "epochs": 20, "min_steps": 0, "batch_size": 8},
     Forecaster: {"horizon": 12, "lookback": 24, "season": 12, "log": True, "hidden_size": 16, "epochs": 30},
     TextClassifier: {"vocab_size": 2000, "max_length": 60, "hidden_size": 32, "epochs": 2},
     SequenceTagger: {"hidden_size": 32, "epochs": 2},
@@ -54,7 +54,7 @@ def test_sequence_classifier_on_basic_motions_beats_one_nn_euclidean():
 def test_sequence_classifier_variable_length_japanese_vowels():
     x_train, y_train = datasets.load_ucr("JapaneseVowels", "train")
     x_test, y_test = datasets.load_ucr("JapaneseVowels", "test")
-    model = SequenceClassifier(hidden_size=16, filters=(16, 32, 16), epochs=5).fit(x_train, y_train)
+    model = SequenceClassifier(hidden_size=16, filters=(16, 32, 16), epochs=5, min_steps=0).fit(x_train, y_train)
     assert model.score(x_test, y_test) > 0.5  # 9 speakers: chance is about 0.11
     # a series gets the same answer alone as in a batch with longer series (padding is masked everywhere)
     short = min(x_test, key=len)
@@ -65,7 +65,7 @@ def test_sequence_classifier_variable_length_japanese_vowels():
 
 def test_sequence_classifier_reads_univariate_two_dimensional_input():
     x_train, y_train = datasets.load_ucr("GunPoint", "train")
-    model = SequenceClassifier(hidden_size=4, filters=(4, 4, 4), epochs=1).fit(x_train[:, 0, :], y_train)
+    model = SequenceClassifier(hidden_size=4, filters=(4, 4, 4), epochs=1, min_steps=0).fit(x_train[:, 0, :], y_train)
     assert model.n_channels_ == 1
     assert model.predict(x_train[:3]).shape == (3,)
     with pytest.raises(ValueError, match="fitted on 1 channels, got X with 6"):
@@ -244,7 +244,9 @@ def test_predict_before_fit_says_to_fit_first(estimator, call):
 
 def test_lstm_cell_fits_too():
     x_train, y_train = datasets.load_ucr("BasicMotions", "train")
-    model = SequenceClassifier(hidden_size=4, filters=(4, 4, 4), epochs=1, cell="lstm").fit(x_train, y_train)
+    model = SequenceClassifier(hidden_size=4, filters=(4, 4, 4), epochs=1, min_steps=0, cell="lstm").fit(
+        x_train, y_train
+    )
     assert model.predict(x_train[:2]).shape == (2,)
     with pytest.raises(ValueError, match="expected cell in \\('gru', 'lstm'\\), got 'rnn'"):
         SequenceClassifier(cell="rnn").fit(x_train, y_train)

@@ -49,7 +49,7 @@ def test_classify_series_from_a_csv_with_variable_lengths(tmp_path, capsys):
         rows.append(f"{'up' if label else 'down'}," + ",".join(f"{v:.4f}" for v in series) + "," * (30 - length))
     csv = tmp_path / "series.csv"
     csv.write_text("label," + ",".join(f"t{i}" for i in range(30)) + "\n" + "\n".join(rows) + "\n")
-    assert main(["classify-series", "--csv", str(csv), "--epochs", "15", "--test-size", "0.3"]) == 0
+    assert main(["classify-series", "--csv", str(csv), "--epochs", "15", "--min-steps", "0", "--test-size", "0.3"]) == 0
     accuracy = float(capsys.readouterr().out.split("test accuracy ")[1].split()[0])
     assert accuracy >= 0.8
 

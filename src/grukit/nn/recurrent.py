@@ -459,7 +459,7 @@ class MinGRU(RecurrentBase):
     ``forward(x, h0=None, lengths=None) -> (output, h_n)`` with :class:`GRU`'s shapes. ``engine``
     (:mod:`grukit.ops.mingru_scan`): ``"log_space"`` projects every step at once and solves the recurrence
     with the log-space parallel scan; ``"scan"`` projects every step at once and runs the recurrence as one
-    fused multiply-add per step (faster on CPUs); ``"reference"`` is the step-by-step cell; ``"auto"`` picks
+    fused lerp per step (faster on CPUs); ``"reference"`` is the step-by-step cell; ``"auto"`` picks
     ``"scan"`` on the CPU and ``"log_space"`` elsewhere for sequences, the cell for single steps (generation).
     """
 

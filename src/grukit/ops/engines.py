@@ -97,24 +97,20 @@ def run_lengths(kernel: Kernel, x: Tensor, h0: Tensor, lengths: Tensor | None) -
         return output, output[-1]
     steps, batch = x.shape[0], x.shape[1]
     sorted_lengths, order = torch.sort(lengths, descending=True, stable=True)
-    device_order = order.to(x.device)
-    x_sorted = x.index_select(1, device_order)  # (T, B, I)
-    h = h0.index_select(0, device_order)  # (B, H)
+    order = order.to(x.device)
+    # Each segment's active sequences are a prefix of ``order``; they are gathered per segment and their
+    # states written straight back into the batch's own order, so nothing is sorted back at the end.
+    output = x.new_zeros(steps, batch, h0.shape[-1])  # (T, B, H)
+    h = h0.index_select(0, order)  # (B, H), longest first
     bounds = segment_bounds(sorted_lengths)
-    pieces = []
     for t0, t1 in zip(bounds[:-1], bounds[1:]):
-        active = int((sorted_lengths > t0).sum())
-        y = kernel(x_sorted[t0:t1, :active], h[:active])  # (t1 - t0, active, H)
-        pieces.append(torch.nn.functional.pad(y, (0, 0, 0, batch - active)))  # (t1 - t0, B, H)
+        active = order[: int((sorted_lengths > t0).sum())]
+        y = kernel(x[t0:t1].index_select(1, active), h[: active.numel()])  # (t1 - t0, active, H)
+        output[t0:t1].index_copy_(1, active, y)
         h = y[-1]
-    if bounds[-1] < steps:
-        pieces.append(x.new_zeros(steps - bounds[-1], batch, h0.shape[-1]))
-    output = torch.cat(pieces, 0)  # (T, B, H)
-    last = (sorted_lengths - 1).to(x.device)
-    h_n = output[last, torch.arange(batch, device=x.device)]  # (B, H)
-    output = output.masked_fill(~reference.valid_steps(steps, sorted_lengths, x.device), 0.0)
-    inverse = torch.argsort(device_order)
-    return output.index_select(1, inverse), h_n.index_select(0, inverse)
+    output.masked_fill_(~reference.valid_steps(steps, lengths, x.device), 0.0)  # steps past each end
+    h_n = output[(lengths - 1).to(x.device), torch.arange(batch, device=x.device)]  # (B, H)
+    return output, h_n
 
 
 def gru_direction(

@@ -14,8 +14,8 @@ a short loop over the chunks carries the state across (``h = local + exp(a*) ⊙
 ``|a*_t|``. Generation, one step at a time, uses the sequential cell.
 
 On CPUs torch's ``logcumsumexp`` is scalar code and the scan costs more than the recurrence it parallelises,
-so there :func:`scan_sequential` (the projection and gates still for all steps at once, then one fused
-multiply-add per step with a hand-written backward) is the faster form; both are exact.
+so there :func:`scan_gated` (the projection and gates still for all steps at once, then one fused lerp per
+step with a hand-written backward) is the faster form; both are exact.
 
 Shapes: ``T`` time, ``B`` batch, ``I`` input, ``H`` hidden; time-major.
 """
@@ -69,40 +69,54 @@ def scan_log_space(log_a: Tensor, log_z: Tensor, values: Tensor, h0: Tensor, chu
     return states.reshape(chunks * chunk, *states.shape[2:])[:steps]
 
 
-class _LinearRecurrence(torch.autograd.Function):
-    """``h_t = a_t ⊙ h_{t-1} + b_t`` with a hand-written backward::
+class _GatedScan(torch.autograd.Function):
+    r"""minGRU's recurrence from the projections of every step ``[g | h̃]``, with a hand-written backward::
 
-        g_t = dL/dh_t (from the output) + a_{t+1} ⊙ g_{t+1}      (the one sequential loop, reversed)
-        dL/da_t = g_t ⊙ h_{t-1},  dL/db_t = g_t,  dL/dh_0 = a_1 ⊙ g_1   (all steps at once)
+        z_t = σ(g_t) (0 past a sequence's end),   h_t = h_{t-1} + z_t ⊙ (h̃_t − h_{t-1})     (one lerp per step)
+        G_t = dL/dh_t + (1 − z_{t+1}) ⊙ G_{t+1}                 (the one sequential loop, reversed)
+        dL/dh̃_t = z_t ⊙ G_t,   dL/dg_t = z_t (1 − z_t) ⊙ (h̃_t − h_{t-1}) ⊙ G_t,   dL/dh_0 = (1 − z_1) ⊙ G_1
+
+    The gradient of ``[g | h̃]`` is written into one tensor, so the projection's backward needs no ``cat``.
     """
 
     @staticmethod
-    def forward(ctx, a, b, h0):
-        states = torch.empty_like(b)  # (T, B, H)
+    def forward(ctx, projected, h0, valid):
+        gate, candidate = projected.chunk(2, dim=-1)  # (T, B, H) each
+        z = torch.sigmoid(gate)  # (T, B, H)
+        if valid is not None:
+            z.masked_fill_(~valid, 0.0)  # z = 0: the state is kept past a sequence's end
+        states = torch.empty(candidate.shape, dtype=candidate.dtype, device=candidate.device)  # (T, B, H)
         h = h0
-        for t, (a_t, b_t) in enumerate(zip(a.unbind(0), b.unbind(0))):
-            h = torch.addcmul(b_t, a_t, h, out=states[t])
-        ctx.save_for_backward(a, h0, states)
+        for t, (z_t, candidate_t) in enumerate(zip(z.unbind(0), candidate.unbind(0))):
+            h = torch.lerp(h, candidate_t, z_t, out=states[t])
+        ctx.save_for_backward(z, projected, h0, states)
         return states
 
     @staticmethod
     @once_differentiable  # second derivatives would silently be wrong: raise instead
     def backward(ctx, d_states):
-        a, h0, states = ctx.saved_tensors
+        z, projected, h0, states = ctx.saved_tensors
+        candidate = projected.chunk(2, dim=-1)[1]
         grads = torch.empty_like(states)  # (T, B, H): dL/dh_t in total
         carry = torch.zeros_like(h0)
         for t in range(states.shape[0] - 1, -1, -1):
             carry = torch.add(d_states[t], carry, out=grads[t])
-            carry = a[t] * carry
-        previous = torch.cat([h0.unsqueeze(0), states[:-1]], 0)  # (T, B, H): h_{t-1}
-        return grads * previous, grads, carry
+            carry = torch.addcmul(carry, carry, z[t], value=-1)  # (1 - z_t) G_t
+        d_projected = torch.empty_like(projected)  # (T, B, 2H)
+        d_gate, d_candidate = d_projected.chunk(2, dim=-1)
+        torch.mul(grads, z, out=d_candidate)
+        torch.sub(candidate[0], h0, out=d_gate[0])  # h̃_t − h_{t-1}
+        torch.sub(candidate[1:], states[:-1], out=d_gate[1:])
+        d_gate.mul_(grads).mul_(torch.addcmul(z, z, z, value=-1))  # ⊙ G_t ⊙ z (1 − z)
+        return d_projected, carry, None
 
 
-def scan_sequential(a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
-    """Solve ``h_t = a_t ⊙ h_{t-1} + b_t`` step by step: ``a``, ``b`` ``(T, B, H)``, ``h0`` ``(B, H)`` ->
-    ``(T, B, H)``. One fused multiply-add per step and a hand-written backward; the fastest form on CPUs, where
-    a log-space scan's transcendental functions cost more than the recurrence they parallelise."""
-    return _LinearRecurrence.apply(a, b, h0)
+def scan_gated(projected: Tensor, h0: Tensor, valid: Tensor | None = None) -> Tensor:
+    """Solve ``h_t = (1 − σ(g_t)) ⊙ h_{t-1} + σ(g_t) ⊙ h̃_t`` step by step from ``projected`` ``(T, B, 2H)``
+    (``g`` then ``h̃``), ``h0`` ``(B, H)`` and ``valid`` ``(T, B, 1)`` or ``None`` -> ``(T, B, H)``. One fused
+    lerp per step and a hand-written backward; the fastest form on CPUs, where a log-space scan's
+    transcendental functions cost more than the recurrence they parallelise."""
+    return _GatedScan.apply(projected, h0, valid)
 
 
 def mingru_sequence(
@@ -117,8 +131,8 @@ def mingru_sequence(
     r"""A minGRU layer over a whole sequence at once; equals ``reference.scan(mingru_cell, ...)``.
 
     The projection of every step is one GEMM; the recurrence then runs either as the log-space parallel scan
-    (:func:`scan_log_space`, ``log_space=True``) or as one fused multiply-add per step
-    (:func:`scan_sequential`).
+    (:func:`scan_log_space`, ``log_space=True``) or as one fused lerp per step
+    (:func:`scan_gated`).
 
     Args:
         x: ``(T, B, I)``; h0: ``(B, H)``; w: ``(2H, I)`` stacked z, h̃; b: ``(2H,)`` or ``None``;
@@ -128,9 +142,10 @@ def mingru_sequence(
     Returns:
         ``(output (T, B, H), h_n (B, H))``.
     """
-    gate, candidate = torch.nn.functional.linear(x, w, b).chunk(2, dim=-1)  # (T, B, H) each: one GEMM
+    projected = torch.nn.functional.linear(x, w, b)  # (T, B, 2H): one GEMM
     valid = reference.valid_steps(x.shape[0], lengths, x.device) if lengths is not None else None  # (T, B, 1)
     if log_space:
+        gate, candidate = projected.chunk(2, dim=-1)  # (T, B, H) each
         log_a = -torch.nn.functional.softplus(gate)  # log(1 - z)
         log_z = -torch.nn.functional.softplus(-gate)  # log z
         if valid is not None:
@@ -138,10 +153,7 @@ def mingru_sequence(
             log_z = log_z.masked_fill(~valid, _NEG)
         states = scan_log_space(log_a, log_z, candidate, h0, chunk)  # (T, B, H)
     else:
-        z = torch.sigmoid(gate)  # (T, B, H)
-        if valid is not None:
-            z = z.masked_fill(~valid, 0.0)
-        states = scan_sequential(1 - z, z * candidate, h0)  # (T, B, H)
+        states = scan_gated(projected, h0, valid)  # (T, B, H)
     h_n = states[-1]
     if lengths is not None:
         states = states.masked_fill(~valid, 0.0)

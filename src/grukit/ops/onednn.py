@@ -8,16 +8,18 @@ o (candidate) and wants the weights as ``ldigo`` ``(layers, directions, input, g
     lbr_gru: b_u = b_iz + b_hz,  b_r = b_ir + b_hr,  b_o = b_in,  b_u' = b_hn   (4, H)
     gru:     b_u = b_iz + b_hz,  b_r = b_ir + b_hr,  b_o = b_in + b_hn          (3, H)
 
-The converted weights are cached per parameter ``_version`` (an optimizer step bumps it), and the C++ side
-caches the primitives per shape and its own reordered weight copies per conversion, so conversion and reorder
-happen once per weight update. float32 only; the runtime comes from the ``onednn-cpu-gomp`` wheel.
+The weights are converted on every call: a cache keyed on the parameters' ``_version`` served stale weights
+after fused optimizers (``Adam(fused=True)`` updates in place without bumping ``_version``) and ``.data``
+writes, and conversion reads the weights once, ~1/(B·T) of the GEMM work of a call. The C++ side caches the
+primitives per shape and reorders each conversion into the primitive's preferred format once, shared by
+forward and backward; those copies are released when the conversion is garbage-collected. float32 only; the
+runtime comes from the ``onednn-cpu-gomp`` wheel.
 """
 
 from __future__ import annotations
 
 import itertools
 import weakref
-from collections import OrderedDict
 from types import ModuleType
 
 import torch
@@ -26,9 +28,7 @@ from torch.autograd.function import once_differentiable
 
 from grukit.ops import extensions
 
-_CACHE_SIZE = 64
 _tokens = itertools.count(1)
-_prepared: OrderedDict[tuple, _Prepared] = OrderedDict()
 
 
 def load() -> ModuleType | None:
@@ -71,11 +71,7 @@ class _Prepared:
             else:
                 self.bias = torch.stack([b_iz + b_hz, b_ir + b_hr, b_in + b_hn]).contiguous()  # (3, H)
         self.token = next(_tokens)
-        self.versions: tuple = ()
-        self.refs = [weakref.ref(t) for t in (w_ih, w_hh, b_ih, b_hh) if t is not None]
-
-    def alive(self, tensors: tuple) -> bool:
-        return all(ref() is t for ref, t in zip(self.refs, (t for t in tensors if t is not None)))
+        weakref.finalize(self, _release, self.token)  # drop the C++ reordered copies with this conversion
 
 
 def _to_ldigo(weight: Tensor) -> Tensor:
@@ -91,28 +87,14 @@ def _from_ldigo(grad: Tensor) -> Tensor:
 
 
 def prepare(w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None, reset_after: bool) -> _Prepared:
-    """The converted weights, reused while no parameter has changed (same objects, same ``_version``s)."""
-    tensors = (w_ih, w_hh, b_ih, b_hh)
-    key = tuple(id(t) for t in tensors) + (reset_after,)
-    versions = tuple(t._version if t is not None else None for t in tensors)
-    entry = _prepared.get(key)
-    if entry is not None and entry.alive(tensors) and entry.versions == versions:
-        _prepared.move_to_end(key)
-        return entry
-    if entry is not None:
-        _release(_prepared.pop(key))
-    entry = _Prepared(w_ih, w_hh, b_ih, b_hh, reset_after)
-    entry.versions = versions
-    _prepared[key] = entry
-    while len(_prepared) > _CACHE_SIZE:
-        _release(_prepared.popitem(last=False)[1])
-    return entry
+    """The weights of one layer and direction converted for oneDNN, as they are now."""
+    return _Prepared(w_ih, w_hh, b_ih, b_hh, reset_after)
 
 
-def _release(entry: _Prepared) -> None:
+def _release(token: int) -> None:
     extension = load()
     if extension is not None:
-        extension.release(entry.token)
+        extension.release(token)
 
 
 class _GRUFunction(torch.autograd.Function):

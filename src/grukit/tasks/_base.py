@@ -123,16 +123,18 @@ class GRUEstimator(BaseEstimator):
         loss_fn: LossFn,
         metrics: Sequence[Metric] = (),
         callbacks: Sequence[Callback] = (),
+        epochs: int | None = None,
     ) -> History:
         """Adam for ``self.epochs`` epochs through the shared :class:`Trainer`, gradients clipped to norm 1, the
         learning rate on a cosine from ``self.learning_rate`` towards 0 (``lr_e = lr · ½ (1 + cos(π e / E))``,
-        so the last epochs settle instead of jumping between minima); sets ``history_``."""
+        so the last epochs settle instead of jumping between minima); sets ``history_``. ``epochs`` overrides
+        ``self.epochs``."""
         optimizer = torch.optim.Adam(module.parameters(), lr=self.learning_rate)
-        epochs, peak = self.epochs, self.learning_rate
+        epochs, peak = epochs or self.epochs, self.learning_rate
         cosine = LearningRateScheduler(lambda epoch, _lr: peak * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs)))
         callbacks = [cosine, *callbacks]
         trainer = Trainer(module, loss_fn, optimizer, metrics=list(metrics), clipnorm=1.0, callbacks=callbacks)
-        self.history_ = trainer.fit(batches, epochs=self.epochs, verbose=self.verbose)
+        self.history_ = trainer.fit(batches, epochs=epochs, verbose=self.verbose)
         module.eval()
         return self.history_
 

@@ -138,7 +138,10 @@ def classify_series(args: argparse.Namespace) -> int:
             train, test = _holdout(len(series), args.test_size, args.seed)
             x_train, y_train = [series[i] for i in train], labels[train]
             x_test, y_test = [series[i] for i in test], labels[test]
-    model = SequenceClassifier(epochs=args.epochs, random_state=args.seed, verbose=args.verbose).fit(x_train, y_train)
+    model = SequenceClassifier(
+        epochs=args.epochs, min_steps=args.min_steps, random_state=args.seed, verbose=args.verbose
+    )
+    model.fit(x_train, y_train)
     print(f"test accuracy {model.score(x_test, y_test):.3f} on {len(y_test)} series ({len(y_train)} for training)")
     return 0
 
@@ -232,7 +235,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tokens", choices=TOKENS, default="bpe")
     parser.add_argument("--test-size", type=float, default=0.2)
     parser.add_argument("--predict", nargs="*", help="texts to classify afterwards")
-    common(parser, 4)
+    common(parser, 8)
     parser.set_defaults(handler=classify_text)
 
     parser = subparsers.add_parser("classify-series", help="train a GRU-FCN on labelled series")
@@ -245,6 +248,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--test-csv", help="a separate test file in the same layout")
     parser.add_argument("--label-column", default="label")
     parser.add_argument("--test-size", type=float, default=0.2)
+    parser.add_argument("--min-steps", type=int, default=1000, help="train at least this many optimizer steps")
     common(parser, 100)
     parser.set_defaults(handler=classify_series)
 

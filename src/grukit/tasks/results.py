@@ -418,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     parser.add_argument("--json", help="also write the rows, seed and wall time here (for --merge)")
     parser.add_argument("--merge", nargs="+", metavar="JSON", help="render the page from runs saved with --json")
+    parser.add_argument("--note", help="a line to add at the end of the page (e.g. how a merged page was made)")
     args = parser.parse_args(argv)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -430,6 +431,8 @@ def main(argv: list[str] | None = None) -> int:
         wall = sum(run["wall_seconds"] for run in runs)
         text = render_markdown(rows, seeds.pop(), wall, runs[0]["machine"])
         text += f"\nMerged from {len(runs)} runs that ran side by side; the wall time is their sum.\n"
+        if args.note:
+            text += f"\n{args.note}\n"
         output.write_text(text, encoding="utf-8")
         print(text)
         return 0

@@ -12,6 +12,7 @@ For a series ``x`` ``(T, C)`` standardised per channel with the training set's m
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -102,6 +103,8 @@ class SequenceClassifier(ClassifierMixin, GRUEstimator):
             symmetric; the paper uses 8, 5, 3); ``()`` leaves the GRU alone (a plain recurrent classifier).
         dropout: on the recurrent features, in training.
         epochs, batch_size, learning_rate: Adam training, the rate on a cosine decay from ``learning_rate``.
+        min_steps: train for more than ``epochs`` when that gives fewer optimizer steps than this: small sets
+            (tens of series, a few batches an epoch) need about a thousand steps (fitted: ``epochs_``).
         cell: ``"gru"`` or ``"lstm"`` (LSTM-FCN), for comparisons.
         random_state: seed for weights and batch order.
         verbose: 0 silent, 1 progress bars, 2 one line per epoch.
@@ -116,6 +119,7 @@ class SequenceClassifier(ClassifierMixin, GRUEstimator):
         filters: tuple[int, int, int] = (128, 256, 128),
         dropout: float = 0.5,
         epochs: int = 100,
+        min_steps: int = 1000,
         batch_size: int = 16,
         learning_rate: float = 1e-3,
         cell: str = "gru",
@@ -126,6 +130,7 @@ class SequenceClassifier(ClassifierMixin, GRUEstimator):
         self.filters = filters
         self.dropout = dropout
         self.epochs = epochs
+        self.min_steps = min_steps
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.cell = cell
@@ -159,7 +164,8 @@ class SequenceClassifier(ClassifierMixin, GRUEstimator):
             self.n_channels_, len(self.classes_), self.hidden_size, tuple(self.filters), self.dropout, self.cell
         )
         batches = Batches(make_batch, len(series), self.batch_size, shuffle=True, seed=self.random_state)
-        self._train(self.module_, batches, cross_entropy, [SparseCategoricalAccuracy()])
+        self.epochs_ = max(self.epochs, math.ceil(self.min_steps / len(batches)))
+        self._train(self.module_, batches, cross_entropy, [SparseCategoricalAccuracy()], epochs=self.epochs_)
         return self
 
     @torch.no_grad()

@@ -130,7 +130,7 @@ class TextClassifier(ClassifierMixin, GRUEstimator):
         hidden_size: int = 64,
         dropout: float = 0.4,
         cell: str = "gru",
-        epochs: int = 4,
+        epochs: int = 8,
         batch_size: int = 64,
         learning_rate: float = 3e-3,
         random_state: int = 0,
