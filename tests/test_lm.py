@@ -245,6 +245,20 @@ def test_interrupted_training_resumes_with_identical_losses(tmp_path, tokenizer)
     assert (tmp_path / "resumed" / "model" / "char_tokenizer.json").is_file()
 
 
+def test_a_non_finite_gradient_stops_language_model_training_and_names_the_parameter(tmp_path, tokenizer):
+    model = small_model(tokenizer)
+    poisoned = next(name for name, _ in model.named_parameters() if "weight_hh" in name)
+
+    def poison(step, loss):  # after step 1 lands, make the recurrent weights NaN for step 2
+        if step == 1:
+            with torch.no_grad():
+                dict(model.named_parameters())[poisoned].fill_(float("nan"))
+
+    expected = r"non-finite loss at epoch 1, step 2: first bad gradient in parameter"
+    with pytest.raises(FloatingPointError, match=expected):
+        run_training(model, tmp_path / "run", poison)
+
+
 def test_cli_trains_on_text_files_and_generates(tmp_path, capsys):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(TEXT.replace("; ", ";\n"), encoding="utf-8")

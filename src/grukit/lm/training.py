@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from grukit.lm.model import GRULanguageModel, State, detach_state
 from grukit.text.batching import TBPTTBatches
 from grukit.train.checkpoint import checkpoint_exists, load_checkpoint, save_checkpoint, seed_everything, set_rng_state
+from grukit.train.loop import nonfinite_report
 
 CHECKPOINT = "checkpoint"
 MODEL = "model"
@@ -207,7 +208,10 @@ def train_language_model(
             loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+            problem = nonfinite_report(model, loss, grad_norm, f"epoch {epoch + 1}, step {step + 1}")
+            if problem is not None:
+                raise FloatingPointError(f"{problem} (lower the learning rate; the last checkpoint, if any, is intact)")
             optimizer.step()
             state = detach_state(state)
             step += 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -199,8 +200,8 @@ def render(tasks: list[Task], image: str, seed: int, wall: float) -> str:
         "# GRU or LSTM?",
         "",
         "Written by `make compare` (`python -m grukit.tasks.compare`); every number below was measured by it.",
-        f"Machine: {machine()}. Seed {seed}; wall time {wall / 60:.1f} min. Times are wall-clock on a machine "
-        "shared with other jobs: compare them within a task, not across tasks.",
+        f"Machine: {machine()}. Seed {seed}; wall time {wall / 60:.1f} min; load average {os.getloadavg()[0]:.1f} "
+        "at the end. Times are wall-clock, so compare them within a task, not across tasks.",
         "",
         f"![GRU vs LSTM: score, training and inference time]({image})",
         "",

@@ -62,6 +62,19 @@ from grukit.train.metrics import Metric
 NAN_POLICIES = ("raise", "skip")
 
 
+def nonfinite_report(model: nn.Module, loss: Tensor, grad_norm: Tensor, when: str) -> str | None:
+    """``None`` when ``loss`` and the global gradient norm are finite; otherwise a message naming ``when`` and
+    the first parameter whose gradient holds NaN or inf, for the guard of every training loop."""
+    if torch.isfinite(loss) and torch.isfinite(grad_norm):
+        return None
+    bad = next(
+        (name for name, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()),
+        "<none: the loss itself>",
+    )
+    what = "loss" if not torch.isfinite(loss) else "gradient"
+    return f"non-finite {what} at {when}: first bad gradient in parameter {bad!r}"
+
+
 def split_batch(batch: object) -> tuple[tuple, object, Tensor | None]:
     """``(inputs, targets[, mask])`` → ``(inputs as a tuple, targets, mask or None)``."""
     if not isinstance(batch, (tuple, list)) or not 1 <= len(batch) <= 3:
@@ -163,11 +176,6 @@ class Trainer:
         return parameter.device if parameter is not None else torch.device("cpu")
 
     # One step ----------------------------------------------------------------------------------------------
-    def _first_bad_parameter(self) -> str:
-        for name, parameter in self.model.named_parameters():
-            if parameter.grad is not None and not torch.isfinite(parameter.grad).all():
-                return name
-        return "<none: the loss itself>"
 
     def train_step(self, batch: object) -> tuple[float, int]:
         """One optimizer step on ``batch``; returns ``(loss, batch size)``. Updates the metrics."""
@@ -182,11 +190,8 @@ class Trainer:
         else:
             norm = nn.utils.get_total_norm([p.grad for p in parameters])
         self.step += 1
-        if not (torch.isfinite(loss) and torch.isfinite(norm)):
-            where = (
-                f"non-finite {'loss' if not torch.isfinite(loss) else 'gradient'} at epoch {self.epoch + 1}, "
-                f"step {self.step}: first bad gradient in parameter {self._first_bad_parameter()!r}"
-            )
+        where = nonfinite_report(self.model, loss, norm, f"epoch {self.epoch + 1}, step {self.step}")
+        if where is not None:
             if self.nan_policy == "raise":
                 raise FloatingPointError(where + " (lower the learning rate, or pass nan_policy='skip')")
             warnings.warn(where + "; update skipped", RuntimeWarning, stacklevel=2)
