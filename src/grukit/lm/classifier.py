@@ -23,7 +23,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from grukit.lm import lora
-from grukit.lm.model import GRULanguageModel, LMConfig
+from grukit.lm.model import GRULanguageModel, LMConfig, config_from_dict
 from grukit.text.tokenizer import tokenizer_from_files
 from grukit.train.checkpoint import read_folder, seed_everything, write_folder
 
@@ -178,11 +178,7 @@ class ClassifierTraining:
 
     @classmethod
     def from_dict(cls, values: dict) -> ClassifierTraining:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"ClassifierTraining got unknown keys {unknown}; expected keys among {sorted(known)}")
-        return cls(**values)
+        return config_from_dict(cls, values)
 
 
 def slanted_triangular(step: int, total: int, cut_frac: float = 0.1, ratio: float = 32.0) -> float:

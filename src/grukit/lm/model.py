@@ -35,6 +35,16 @@ ARCHITECTURE = "grukit-gru-lm"
 State = tuple[Tensor, ...]  # one (1, B, H_l) tensor per layer
 
 
+def config_from_dict(cls: type, values: dict, ignored: tuple[str, ...] = ()):
+    """Build the config dataclass ``cls`` from a JSON dict, refusing keys it does not know (``ignored`` ones are
+    dropped), so a typo in a config file is an error rather than a silent default."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known - set(ignored))
+    if unknown:
+        raise ValueError(f"{cls.__name__} got unknown keys {unknown}; expected keys among {sorted(known)}")
+    return cls(**{k: v for k, v in values.items() if k in known})
+
+
 @dataclass
 class LMConfig:
     """What :class:`GRULanguageModel` builds.
@@ -75,11 +85,7 @@ class LMConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> LMConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known - {"architecture"})
-        if unknown:
-            raise ValueError(f"LMConfig got unknown keys {unknown}; expected keys among {sorted(known)}")
-        return cls(**{k: v for k, v in values.items() if k in known})
+        return config_from_dict(cls, values, ignored=("architecture",))
 
     def to_dict(self) -> dict:
         return {"architecture": ARCHITECTURE, **asdict(self)}

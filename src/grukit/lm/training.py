@@ -23,7 +23,7 @@ import csv
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 from tqdm.auto import tqdm
 
-from grukit.lm.model import GRULanguageModel, State, detach_state
+from grukit.lm.model import GRULanguageModel, State, config_from_dict, detach_state
 from grukit.text.batching import TBPTTBatches
 from grukit.train.checkpoint import checkpoint_exists, load_checkpoint, save_checkpoint, seed_everything, set_rng_state
 from grukit.train.loop import nonfinite_report
@@ -90,11 +90,7 @@ class LMTrainingConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> LMTrainingConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"LMTrainingConfig got unknown keys {unknown}; expected keys among {sorted(known)}")
-        return cls(**values)
+        return config_from_dict(cls, values)
 
 
 def learning_rate(step: int, total: int, peak: float, warmup: int) -> float:

@@ -23,7 +23,7 @@ import torch
 
 from grukit import datasets
 from grukit.tasks.forecasting import Forecaster
-from grukit.tasks.results import machine
+from grukit.tasks.results import chosen_tasks, machine
 from grukit.tasks.sequence import SequenceClassifier
 from grukit.tasks.text import TextClassifier
 from grukit.tasks.translation import Translator
@@ -262,10 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--only", default=",".join(TASKS), help=f"comma-separated subset of {', '.join(TASKS)}")
     args = parser.parse_args(argv)
-    chosen = [name.strip() for name in args.only.split(",") if name.strip()]
-    unknown = [name for name in chosen if name not in TASKS]
-    if unknown:
-        parser.error(f"unknown task(s) {unknown}; choose from {list(TASKS)}")
+    chosen = chosen_tasks(parser, args.only, TASKS)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     tasks = [TASKS[name](args.seed) for name in chosen]

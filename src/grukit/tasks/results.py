@@ -320,6 +320,15 @@ TASKS: dict[str, Callable[[int], list[Row]]] = {
 
 
 # Report ----------------------------------------------------------------------------------------------------
+def chosen_tasks(parser: argparse.ArgumentParser, only: str, tasks: dict) -> list[str]:
+    """The task names of a comma-separated ``--only``, each checked against ``tasks``."""
+    chosen = [name.strip() for name in only.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in tasks]
+    if unknown:
+        parser.error(f"unknown task(s) {unknown}; choose from {list(tasks)}")
+    return chosen
+
+
 def machine() -> str:
     """CPU model, cores, OS, Python and torch versions, torch's thread count."""
     cpu = platform.processor() or "unknown CPU"
@@ -438,10 +447,7 @@ def main(argv: list[str] | None = None) -> int:
         output.write_text(text, encoding="utf-8")
         print(text)
         return 0
-    chosen = [name.strip() for name in args.only.split(",") if name.strip()]
-    unknown = [name for name in chosen if name not in TASKS]
-    if unknown:
-        parser.error(f"unknown task(s) {unknown}; choose from {list(TASKS)}")
+    chosen = chosen_tasks(parser, args.only, TASKS)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     rows: list[Row] = []
