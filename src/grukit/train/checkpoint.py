@@ -266,6 +266,20 @@ def save_checkpoint(
     return write_folder(path, files)
 
 
+def read_config(path: str | os.PathLike) -> dict:
+    """The verified ``config.json`` of the checkpoint folder at ``path``."""
+    files = read_folder(path)
+    if "config.json" not in files:
+        raise CheckpointError(f"checkpoint {str(path)!r} has no config.json")
+    try:
+        config = json.loads(files["config.json"].decode("utf-8"))
+    except ValueError as error:
+        raise CheckpointError(f"checkpoint {str(path)!r} holds invalid JSON in config.json: {error}") from error
+    if not isinstance(config, dict):
+        raise CheckpointError(f"checkpoint {str(path)!r}: config.json must hold a JSON object, got {config!r:.80}")
+    return config
+
+
 def load_checkpoint(path: str | os.PathLike, architecture: str | None = None) -> Checkpoint:
     """Read and verify a checkpoint folder. With ``architecture``, refuse a checkpoint of another kind."""
     files = read_folder(path)
