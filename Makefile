@@ -24,19 +24,19 @@ test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadfile -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench examples scripts
+	$(VENV)/bin/ruff check src tests benchmarks examples
 
 results: $(STAMP)
-	nice -n 19 $(PY) -m grukit.tasks.results --output docs/results.md
+	nice -n 19 $(PY) -m benchmarks.results --output docs/results.md
 
 compare: $(STAMP)
-	nice -n 19 $(PY) -m grukit.tasks.compare --output docs/gru-vs-lstm.md
+	nice -n 19 $(PY) -m benchmarks.gru_vs_lstm --output docs/gru-vs-lstm.md
 
 finetune-report: $(STAMP)
-	$(PY) scripts/finetuning_report.py
+	$(PY) -m benchmarks.finetuning_report
 
 bench: $(STAMP)
-	$(PY) bench/gru_speed.py
+	$(PY) -m benchmarks.gru_speed
 
 clean:
 	rm -rf $(VENV)

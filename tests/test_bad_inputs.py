@@ -331,7 +331,7 @@ def corrupted_checkpoint(tmp_path):
     load_model(path)
 
 
-@case(CheckpointError, r"holds a 'grukit-gru-lm' model, expected 'grukit.Sequential'")
+@case(CheckpointError, r"holds a 'grukit.GRULanguageModel' model, expected 'grukit.Sequential'")
 def checkpoint_of_another_architecture(tmp_path):
     GRULanguageModel(LMConfig(vocab_size=5, embedding_size=2, hidden_size=2, num_layers=1)).save_pretrained(
         tmp_path / "lm"
@@ -384,7 +384,7 @@ def resume_from_a_saved_model(tmp_path):
     Trainer(model, get_loss("mse"), torch.optim.SGD(model.parameters(), lr=0.1)).resume(tmp_path / "model")
 
 
-@case(ValueError, r"'.*model' holds a 'grukit.Sequential' model, expected 'grukit-gru-lm'")
+@case(ValueError, r"'.*model' holds a 'grukit.Sequential' model, expected 'grukit.GRULanguageModel'")
 def language_model_loaded_from_another_architecture(tmp_path):
     GRULanguageModel.from_pretrained(_saved_model(tmp_path))
 

@@ -15,6 +15,7 @@ from grukit.train import (
     EarlyStopping,
     LearningRateScheduler,
     ModelCheckpoint,
+    ProgressBar,
     ReduceLROnPlateau,
     TensorBoard,
     Trainer,
@@ -120,6 +121,34 @@ def test_tensorboard_writes_event_files(tmp_path):
     _trainer([TensorBoard(tmp_path / "tb")]).fit(BATCHES, epochs=2, verbose=0)
     events = list(Path(tmp_path / "tb").glob("events.out.tfevents.*"))
     assert len(events) == 1 and events[0].stat().st_size > 0
+
+
+def test_tensorboard_per_step_writes_each_steps_scalars(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _trainer([TensorBoard(tmp_path / "tb", update_freq="batch")]).fit(BATCHES, epochs=2, verbose=0)
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("batch/batch_loss")] == list(range(1, 9))
+    assert [e.value for e in events.Scalars("batch/learning_rate")] == pytest.approx([0.1] * 8)
+    assert [e.step for e in events.Scalars("epoch_loss")] == [0, 1]
+
+
+def test_csv_logger_per_step_with_named_columns(tmp_path):
+    path = tmp_path / "steps.csv"
+    _trainer([CSVLogger(path, update_freq="batch", columns={"batch_loss": "loss", "learning_rate": "lr"})]).fit(
+        BATCHES, epochs=2, verbose=0
+    )
+    rows = list(csv.reader(path.open()))
+    assert rows[0] == ["step", "epoch", "loss", "lr"]
+    assert [(r[0], r[1], r[3]) for r in rows[1:]] == [(str(s), str((s - 1) // 4), "0.1") for s in range(1, 9)]
+
+
+def test_progress_bar_counts_every_step_of_the_run(capsys):
+    _trainer([ProgressBar("fitting")]).fit(BATCHES, epochs=2, verbose=0)
+    printed = capsys.readouterr()
+    assert "fitting" in printed.err and "8/8" in printed.err
+    assert "epoch 2 (step 8): loss" in printed.out
 
 
 def test_history_plot_writes_a_png(tmp_path):

@@ -57,7 +57,7 @@ def test_round_trip_restores_weights_optimizer_and_state(tmp_path):
 
 def test_rng_state_round_trips_python_numpy_and_torch(tmp_path):
     seed_everything(5)
-    save_checkpoint(tmp_path / "ck", {"architecture": "x"}, {"w": torch.zeros(1)})
+    save_checkpoint(tmp_path / "ck", {"architecture": "x"}, {"w": torch.zeros(1)}, training_state={"step": 0})
     expected = (random.random(), np.random.rand(), torch.rand(1).item())
     seed_everything(99)
     ckpt.set_rng_state(load_checkpoint(tmp_path / "ck").training_state["rng"])

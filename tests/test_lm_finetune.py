@@ -8,19 +8,20 @@ import numpy as np
 import pytest
 import torch
 
+import grukit
 from grukit.cli import main
 from grukit.lm import GRULanguageModel, LMConfig
 from grukit.lm.classifier import (
     ClassifierTraining,
     GRUClassifier,
-    apply_unfreezing,
     discriminative_groups,
     finetune_classifier,
     pad_batch,
     predict,
-    slanted_triangular,
 )
 from grukit.text import CharTokenizer
+from grukit.train import Callback, CheckpointError, save_checkpoint
+from grukit.train.callbacks import GradualUnfreezing, slanted_triangular
 
 POSITIVE = ["a good film", "great acting", "a joy to watch", "good and great", "wonderful story", "a great joy"]
 NEGATIVE = ["a bad film", "dull acting", "a bore to watch", "bad and dull", "awful story", "a dull bore"]
@@ -65,8 +66,9 @@ def test_gradual_unfreezing_really_freezes(classifier):
     optimizer = torch.optim.AdamW(discriminative_groups(classifier, 1e-2, 2.6), weight_decay=0.1)
     ids, lengths = pad_batch([classifier.encoder.tokenizer.encode(t) for t in POSITIVE + NEGATIVE], 64)
     labels = torch.tensor([1] * 6 + [0] * 6)
+    unfreezing = GradualUnfreezing(groups)
     for epoch, trainable in ((0, 1), (1, 2)):
-        assert apply_unfreezing(classifier, epoch) == trainable
+        assert unfreezing.apply(epoch) == trainable
         before = [[p.clone() for p in group] for group in groups]
         optimizer.zero_grad(set_to_none=True)
         torch.nn.functional.cross_entropy(classifier(ids, lengths), labels).backward()
@@ -135,6 +137,59 @@ def test_pretrain_then_finetune_pipeline_end_to_end(tmp_path, capsys):
         assert json.loads((out / "config.json").read_text())["labels"] == ["neg", "pos"]
         rows = [loaded.encoder.tokenizer.encode(t) for t in POSITIVE]
         assert predict(loaded, rows).shape == (6,)
-    with pytest.raises(SystemExit, match="--method scratch needs --scratch"):
-        main(["finetune", "classify", "--lm", str(tmp_path / "lm"), "--data", str(data), "--out", str(tmp_path / "x"),
-              "--method", "scratch"])
+    assert main(["finetune", "classify", "--lm", str(tmp_path / "lm"), "--data", str(data), "--out",
+                 str(tmp_path / "x"), "--method", "scratch"]) == 2
+    assert "grukit: error: --method scratch needs --scratch" in capsys.readouterr().err
+
+
+def _fresh_classifier(seed: int = 0) -> GRUClassifier:
+    tokenizer = CharTokenizer.train(POSITIVE + NEGATIVE)
+    torch.manual_seed(seed)
+    encoder = GRULanguageModel(LMConfig(tokenizer.vocab_size, 8, 12, num_layers=2, weight_dropout=0.2), tokenizer)
+    return GRUClassifier(encoder, num_classes=2, head_hidden=6)
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_interrupted_finetuning_resumes_bit_identical(tmp_path, method):
+    class Interrupt(Callback):
+        def on_batch_end(self, step, logs):
+            if step == 5:  # epoch 2 of 3 steps each; the last checkpoint is step 4's, mid-epoch
+                raise KeyboardInterrupt
+
+    rows = [CharTokenizer.train(POSITIVE + NEGATIVE).encode(t) for t in POSITIVE + NEGATIVE]
+    labels = np.array([1] * 6 + [0] * 6)
+    training = ClassifierTraining(method=method, epochs=3, batch_size=4, lora_rank=2, seed=3)
+    straight = _fresh_classifier()
+    expected = finetune_classifier(straight, rows, labels, training, rows, labels, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        finetune_classifier(_fresh_classifier(), rows, labels, training, rows, labels, progress=False,
+                            checkpoint_dir=tmp_path / "ck", checkpoint_every=2, callbacks=[Interrupt()])
+    resumed = _fresh_classifier(seed=1)  # other initial weights: they come from the checkpoint
+    result = finetune_classifier(resumed, rows, labels, training, rows, labels, progress=False,
+                                 checkpoint_dir=tmp_path / "ck", checkpoint_every=2, resume=True)
+    for name, tensor in straight.state_dict().items():
+        assert torch.equal(resumed.state_dict()[name], tensor), name
+    assert [h["loss"] for h in result["history"]] == [h["loss"] for h in expected["history"]]
+    assert result["trainable_parameters"] == expected["trainable_parameters"]
+    assert [h["trainable_groups"] for h in result["history"]] == ([1, 2, 3] if method == "full" else [4, 4, 4])
+
+
+
+def test_saved_classifier_is_a_shared_checkpoint_folder_with_label_names(tmp_path, classifier):
+    classifier.eval()
+    classifier.save_pretrained(tmp_path / "clf", {"labels": ["neg", "pos"]})
+    config = json.loads((tmp_path / "clf" / "config.json").read_text())
+    assert config["architecture"] == "grukit.GRUClassifier" and config["labels"] == ["neg", "pos"]
+    loaded = grukit.load(tmp_path / "clf")
+    assert isinstance(loaded, GRUClassifier) and loaded.labels == ["neg", "pos"]
+    ids, lengths = pad_batch([classifier.encoder.tokenizer.encode("a good film")], 64)
+    assert torch.equal(loaded.eval()(ids, lengths), classifier(ids, lengths))
+
+    old = {**config, "architecture": "grukit-gru-classifier"}  # the id earlier versions wrote
+    files = classifier.encoder.tokenizer.files()
+    save_checkpoint(tmp_path / "old", old, classifier.base_state_dict(), extra_files=files)
+    assert torch.equal(GRUClassifier.from_pretrained(tmp_path / "old").eval()(ids, lengths), classifier(ids, lengths))
+    save_checkpoint(tmp_path / "lm", {"architecture": "grukit.GRULanguageModel"}, classifier.base_state_dict())
+    expected = "holds a 'grukit.GRULanguageModel' model, expected 'grukit.GRUClassifier'"
+    with pytest.raises(CheckpointError, match=expected):
+        GRUClassifier.from_pretrained(tmp_path / "lm")

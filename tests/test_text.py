@@ -52,7 +52,8 @@ def test_bpe_learns_merges_that_shorten_text():
 
 
 def test_tokenizer_errors_name_the_problem(tmp_path):
-    with pytest.raises(FileNotFoundError, match="expected char_tokenizer.json or tokenizer.json"):
+    expected = "expected char_tokenizer.json or word_tokenizer.json or tokenizer.json"
+    with pytest.raises(FileNotFoundError, match=expected):
         load_tokenizer(tmp_path)
     with pytest.raises(ValueError, match="vocab_size of at least 257"):
         BPETokenizer.train(["abc"], vocab_size=100)

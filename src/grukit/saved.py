@@ -26,15 +26,24 @@ ARCHITECTURES = {
     "grukit.SequenceClassifier": "grukit.tasks.sequence:SequenceClassifier",
     "grukit.VideoClassifier": "grukit.tasks.video:VideoClassifier",
 }
+# Ids that earlier versions wrote, still read.
+OLD_ARCHITECTURES = {
+    "grukit-gru-lm": "grukit.GRULanguageModel",
+    "grukit-gru-classifier": "grukit.GRUClassifier",
+}
 
 
 def load(path: str | os.PathLike) -> Any:
-    """The model or estimator saved in the folder ``path``, whatever its kind (read from its ``config.json``)."""
+    """The model or estimator saved in the folder ``path``, whatever its kind (read from its ``config.json``).
+
+    Raises :class:`CheckpointError` when ``path`` is missing, is not a grukit checkpoint folder, or holds a kind
+    of model grukit does not know."""
     architecture = read_config(path).get("architecture")
-    if architecture not in ARCHITECTURES:
+    known = OLD_ARCHITECTURES.get(architecture, architecture) if isinstance(architecture, str) else None
+    if known not in ARCHITECTURES:
         raise CheckpointError(
             f"{os.fspath(path)!r} holds a {architecture!r} model, which grukit cannot open; "
             f"expected one of {sorted(ARCHITECTURES)}"
         )
-    module_name, class_name = ARCHITECTURES[architecture].split(":")
+    module_name, class_name = ARCHITECTURES[known].split(":")
     return getattr(importlib.import_module(module_name), class_name).from_pretrained(path)

@@ -29,20 +29,15 @@ from torch.func import functional_call
 from grukit import nn as gnn
 from grukit.layers.base import Layer, Shape, check_last_dim, layer_from_config, layer_to_config
 from grukit.ops.reference import reverse_padded
+from grukit.text import sequences
 
 
-def mask_to_lengths(owner: str, mask: Tensor | None, steps: int) -> Tensor | None:
+def _lengths_or_none(owner: str, mask: Tensor | None) -> Tensor | None:
     """``(B, T)`` right-padded mask → ``(B,)`` lengths (``None`` when nothing is padded). An all-padding
     sequence gets length 1; its outputs stay masked out downstream."""
     if mask is None or bool(mask.all()):
         return None
-    lengths = mask.sum(1)  # (B,)
-    if not torch.equal(torch.arange(steps, device=mask.device).unsqueeze(0) < lengths.unsqueeze(1), mask):
-        raise ValueError(
-            f"{owner} supports right-padded masks only (real steps first, padding after); got a mask with gaps "
-            "or left padding (with Keras' pad_sequences, pass padding='post')"
-        )
-    return lengths.clamp_min(1)
+    return sequences.mask_to_lengths(mask, owner).clamp_min(1)
 
 
 def _check_rate(owner: str, name: str, value: object) -> float:
@@ -114,15 +109,13 @@ class RecurrentLayer(Layer):
         args = (x, state, lengths)
         if not (self.recurrent_dropout and self.training):
             return self.module(*args)
-        keep = 1.0 - self.recurrent_dropout
-        w_hh = self.module.weight_hh_l0  # (G*H, H)
-        column_mask = torch.bernoulli(torch.full((1, self.units), keep, device=w_hh.device)) / keep  # (1, H)
-        return functional_call(self.module, {"weight_hh_l0": w_hh * column_mask}, args, strict=False)
+        w_hh = gnn.drop_connect(self.module.weight_hh_l0, self.recurrent_dropout, columns=True)  # (G*H, H)
+        return functional_call(self.module, {"weight_hh_l0": w_hh}, args, strict=False)
 
     def call(self, x: Tensor, mask: Tensor | None = None):
         check_last_dim(self, x)
-        batch, steps = x.shape[:2]
-        lengths = mask_to_lengths(type(self).__name__, mask, steps)
+        batch = x.shape[0]
+        lengths = _lengths_or_none(type(self).__name__, mask)
         if self.dropout and self.training:
             keep = 1.0 - self.dropout
             x = x * torch.bernoulli(x.new_full((batch, 1, x.shape[-1]), keep)) / keep  # one mask per sequence
@@ -277,7 +270,7 @@ class Bidirectional(Layer):
             backward, *backward_states = backward
             states = (*forward_states, *backward_states)
         if self.forward_layer.return_sequences:
-            lengths = mask_to_lengths("Bidirectional", mask, x.shape[1])
+            lengths = _lengths_or_none("Bidirectional", mask)
             backward = reverse_padded(backward.transpose(0, 1), lengths).transpose(0, 1)  # back to time order
         merged = self._merge(forward, backward)
         if states:

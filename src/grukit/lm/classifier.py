@@ -6,39 +6,48 @@ The encoder is the language model without its output head. For a right-padded ba
     pooled = [h_T, max_t h_t, mean_t h_t]      (B, 3H)  over each text's own steps (concat pooling)
     logits = W₂ · dropout(ReLU(W₁ · dropout(pooled)))   (B, C)
 
-Fine-tuning (``method="full"``):
+Fine-tuning (``method="full"``), on the shared :class:`grukit.train.Trainer` with its callbacks:
     - discriminative learning rates: the head gets ``lr``, each group below it ``lr / 2.6`` of the one above
-      (groups: embedding, GRU layer 1, …, GRU layer L, head);
-    - slanted triangular schedule: a linear rise over the first ``cut_frac`` of the steps, then a linear
-      fall, from ``lr / ratio`` to ``lr`` and back (cut_frac 0.1, ratio 32);
-    - gradual unfreezing: epoch ``e`` trains the top ``e + 1`` groups, the others stay frozen.
+      (groups: embedding, GRU layer 1, …, GRU layer L, head), one optimizer parameter group each;
+    - slanted triangular schedule (:class:`~grukit.train.callbacks.SlantedTriangular`): a linear rise over
+      the first ``cut_frac`` of the steps, then a linear fall, from ``lr / ratio`` to ``lr`` and back
+      (cut_frac 0.1, ratio 32), every group scaled from its own rate;
+    - gradual unfreezing (:class:`~grukit.train.callbacks.GradualUnfreezing`): epoch ``e`` trains the top
+      ``e + 1`` groups, the others stay frozen.
 
 ``method="lora"`` freezes the encoder, attaches LoRA adapters to its GRU matrices and trains those and the
-head; ``method="scratch"`` trains everything from a random initialisation at one learning rate.
+head; ``method="scratch"`` trains everything from a random initialisation at one learning rate. All three
+use the slanted triangular schedule and can checkpoint and resume exactly.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load as load_safetensors_bytes
-from safetensors.torch import save as save_safetensors_bytes
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from grukit.lm import lora
 from grukit.lm.model import GRULanguageModel, LMConfig, config_from_dict
 from grukit.text.tokenizer import tokenizer_from_files
-from grukit.train.checkpoint import read_folder, seed_everything, write_folder
+from grukit.train.callbacks import Callback, GradualUnfreezing, ProgressBar, SlantedTriangular
+from grukit.train.checkpoint import (
+    CheckpointError,
+    check_weights_fit,
+    load_checkpoint,
+    save_checkpoint,
+    seed_everything,
+)
+from grukit.train.loop import Trainer
+from grukit.train.metrics import SparseCategoricalAccuracy
 
-ARCHITECTURE = "grukit-gru-classifier"
+ARCHITECTURE = "grukit.GRUClassifier"
+OLD_ARCHITECTURES = ("grukit-gru-classifier",)  # still read
 METHODS = ("full", "lora", "scratch")
 
 
@@ -50,14 +59,25 @@ class GRUClassifier(nn.Module):
         num_classes: ``C``.
         head_hidden: width of the head's hidden layer.
         head_dropout: dropout before each head layer.
+        labels: the ``C`` class names, saved with the model (``None``: unnamed).
 
     Shapes: ``ids`` ``(B, T)``, ``lengths`` ``(B,)`` → logits ``(B, C)``.
     """
 
-    def __init__(self, encoder: GRULanguageModel, num_classes: int, head_hidden: int = 50, head_dropout: float = 0.2):
+    def __init__(
+        self,
+        encoder: GRULanguageModel,
+        num_classes: int,
+        head_hidden: int = 50,
+        head_dropout: float = 0.2,
+        labels: Sequence[str] | None = None,
+    ):
         super().__init__()
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"GRUClassifier expected num_classes >= 2, got {num_classes!r}")
+        if labels is not None and len(labels) != num_classes:
+            raise ValueError(f"GRUClassifier expected {num_classes} label names, got {len(labels)}: {list(labels)}")
+        self.labels = list(labels) if labels is not None else None
         self.encoder = encoder
         self.num_classes = num_classes
         self.head_hidden = head_hidden
@@ -93,41 +113,63 @@ class GRUClassifier(nn.Module):
         return groups
 
     # Saving -------------------------------------------------------------------------------------------------
-    def save_pretrained(self, path: str | os.PathLike, extra: dict | None = None) -> Path:
-        """A folder with ``config.json``, ``model.safetensors`` (base weights and head), the tokenizer and,
-        with LoRA, ``adapter_config.json`` + ``adapter_model.safetensors`` apart."""
-        base, _ = lora.split_state_dict(self)
-        if self.encoder.config.tie_weights:
-            base.pop("encoder.decoder.weight")
-        config = {
+    def get_config(self) -> dict:
+        """``config.json``: the architecture id, the encoder's config, the head and the label names."""
+        return {
             "architecture": ARCHITECTURE,
             "encoder": self.encoder.config.to_dict(),
             "num_classes": self.num_classes,
             "head_hidden": self.head_hidden,
             "head_dropout": self.head_dropout,
-            **(extra or {}),
+            "labels": self.labels,
         }
-        files = {
-            "config.json": (json.dumps(config, indent=2) + "\n").encode("utf-8"),
-            "model.safetensors": save_safetensors_bytes({k: v.detach().contiguous() for k, v in base.items()}),
-            **lora.adapter_files(self),
-        }
+
+    def base_state_dict(self) -> dict[str, Tensor]:
+        """Weights without adapters and without a tied output matrix (it is the embedding)."""
+        base, _ = lora.split_state_dict(self)
+        if self.encoder.config.tie_weights:
+            base.pop("encoder.decoder.weight")
+        return base
+
+    def save_pretrained(self, path: str | os.PathLike, extra: dict | None = None) -> Path:
+        """A checkpoint folder (:func:`grukit.train.save_checkpoint`) with ``config.json`` (with ``labels``),
+        ``model.safetensors`` (base weights and head), the tokenizer and, with LoRA, ``adapter_config.json`` +
+        ``adapter_model.safetensors`` apart. ``extra`` adds keys to the config (it cannot replace the model's
+        own); its ``labels`` names the classes."""
+        extra = dict(extra or {})
+        if "labels" in extra:
+            labels = list(extra.pop("labels"))
+            if len(labels) != self.num_classes:
+                raise ValueError(f"GRUClassifier has {self.num_classes} classes, got {len(labels)} labels: {labels}")
+            self.labels = labels
+        files = lora.adapter_files(self)
         if self.encoder.tokenizer is not None:
             files.update(self.encoder.tokenizer.files())
-        return write_folder(path, files)
+        return save_checkpoint(path, {**extra, **self.get_config()}, self.base_state_dict(), extra_files=files)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> GRUClassifier:
-        files = read_folder(path)
-        config = json.loads(files["config.json"].decode("utf-8"))
-        if config.get("architecture") != ARCHITECTURE:
-            raise ValueError(f"{str(path)!r} holds a {config.get('architecture')!r} model, expected {ARCHITECTURE!r}")
-        encoder = GRULanguageModel(LMConfig.from_dict(config["encoder"]), tokenizer_from_files(files))
-        model = cls(encoder, config["num_classes"], config["head_hidden"], config["head_dropout"])
-        missing = lora.load_base_state_dict(model, load_safetensors_bytes(files["model.safetensors"]))
-        if [name for name in missing if name != "encoder.decoder.weight"]:
-            raise ValueError(f"{str(path)!r} lacks weights {missing[:5]}")
-        lora.load_adapter_files(model, files)
+        """Load a folder written by :meth:`save_pretrained` (checksums verified), tokenizer, adapters and label
+        names too. The weights' names and shapes are checked against ``config.json`` before the model is built."""
+        where = os.fspath(path)
+        checkpoint = load_checkpoint(path, architecture=(ARCHITECTURE, *OLD_ARCHITECTURES))
+        config = checkpoint.config
+        try:
+            encoder_config = LMConfig.from_dict(config["encoder"])
+            head = (config["num_classes"], config["head_hidden"], config["head_dropout"], config.get("labels"))
+            with torch.device("meta"):
+                skeleton = cls(GRULanguageModel(encoder_config), *head)
+        except (KeyError, ValueError, TypeError) as error:
+            raise CheckpointError(f"{where!r}: config.json does not describe a GRUClassifier: {error!r}") from error
+        expected = {name: tuple(tensor.shape) for name, tensor in skeleton.base_state_dict().items()}
+        check_weights_fit(where, expected, checkpoint.weights)
+        try:
+            tokenizer = tokenizer_from_files(checkpoint.extra_files)
+        except (ValueError, KeyError, TypeError) as error:
+            raise CheckpointError(f"{where!r}: the tokenizer files cannot be read: {error}") from error
+        model = cls(GRULanguageModel(encoder_config, tokenizer), *head)
+        lora.load_base_state_dict(model, checkpoint.weights)
+        lora.load_adapter_files(model, checkpoint.extra_files, where)
         return model
 
 
@@ -181,34 +223,11 @@ class ClassifierTraining:
         return config_from_dict(cls, values)
 
 
-def slanted_triangular(step: int, total: int, cut_frac: float = 0.1, ratio: float = 32.0) -> float:
-    """ULMFiT's multiplier of the peak learning rate at ``step`` of ``total`` (eq. 3 of the paper)::
-
-    cut = ⌊total · cut_frac⌋
-    p   = step / cut                                  if step < cut
-          1 − (step − cut) / (cut · (1 / cut_frac − 1))  otherwise
-    lr  = lr_max · (1 + p · (ratio − 1)) / ratio
-    """
-    cut = max(1, math.floor(total * cut_frac))
-    p = step / cut if step < cut else 1 - (step - cut) / (cut * (1 / cut_frac - 1))
-    return (1 + max(0.0, p) * (ratio - 1)) / ratio
-
-
 def discriminative_groups(model: GRUClassifier, lr: float, decay: float) -> list[dict]:
     """Optimizer groups bottom-up with ``lr / decay**k`` for the group ``k`` places below the head."""
     groups = model.layer_groups()
     top = len(groups) - 1
     return [{"params": params, "lr": lr / decay ** (top - k), "group": k} for k, params in enumerate(groups)]
-
-
-def apply_unfreezing(model: GRUClassifier, epoch: int) -> int:
-    """Gradual unfreezing: at ``epoch`` (from 0) the top ``epoch + 1`` groups train. Returns how many."""
-    groups = model.layer_groups()
-    trainable = min(len(groups), epoch + 1)
-    for k, params in enumerate(groups):
-        for parameter in params:
-            parameter.requires_grad_(k >= len(groups) - trainable)
-    return trainable
 
 
 def pad_batch(rows: list[list[int]], max_len: int) -> tuple[Tensor, Tensor]:
@@ -235,6 +254,44 @@ def length_bucketed_batches(lengths: list[int], batch_size: int, rng: np.random.
     return batches
 
 
+class LengthBucketedBatches:
+    """``((ids (B, T), lengths (B,)), labels (B,))`` batches for the Trainer, of similar lengths and in a new
+    random order each epoch (:func:`length_bucketed_batches`), drawn from this object's own generator, whose
+    state the Trainer records at each epoch's start (``state_dict`` / ``load_state_dict``) for exact resume."""
+
+    def __init__(self, rows: list[list[int]], labels: np.ndarray, batch_size: int, max_len: int, seed: int) -> None:
+        self.rows, self.labels, self.batch_size, self.max_len = rows, labels, batch_size, max_len
+        self.lengths = [min(len(row), max_len) for row in rows]
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return -(-len(self.rows) // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple]:
+        for index in length_bucketed_batches(self.lengths, self.batch_size, self.rng):
+            yield pad_batch([self.rows[i] for i in index], self.max_len), torch.as_tensor(self.labels[index])
+
+    def state_dict(self) -> dict:
+        return {"bit_generator": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["bit_generator"]
+
+
+def _sorted_batches(rows: list[list[int]], labels: np.ndarray, batch_size: int, max_len: int) -> list[tuple]:
+    """Validation batches in length order (least padding), ``((ids, lengths), labels)``."""
+    order = np.argsort([len(r) for r in rows], kind="stable")
+    return [
+        (pad_batch([rows[i] for i in index], max_len), torch.as_tensor(labels[index]))
+        for index in (order[start : start + batch_size] for start in range(0, len(rows), batch_size))
+    ]
+
+
+def classification_loss(logits: Tensor, targets: Tensor, mask: None = None) -> Tensor:
+    """Mean cross-entropy of ``logits`` ``(B, C)`` against class ids ``targets`` ``(B,)``."""
+    return nn.functional.cross_entropy(logits, targets)
+
+
 @torch.no_grad()
 def predict(model: GRUClassifier, rows: list[list[int]], batch_size: int = 128, max_len: int = 256) -> np.ndarray:
     """Predicted class of every id list."""
@@ -258,13 +315,22 @@ def finetune_classifier(
     valid_rows: list[list[int]] | None = None,
     valid_labels: np.ndarray | None = None,
     progress: bool = True,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
+    callbacks: Sequence[Callback] = (),
 ) -> dict:
     """Train ``model`` on token-id lists and labels with ``config.method`` (see the module docstring).
 
+    With ``checkpoint_dir``, a resumable checkpoint is written there at every epoch's end (and every
+    ``checkpoint_every`` steps); ``resume=True`` continues from it bit for bit. ``callbacks`` are added to the
+    Trainer's.
+
     Returns:
         ``{"trainable_parameters", "total_parameters", "seconds", "history": [{"epoch", "loss",
-        "trainable_groups", "valid_accuracy"}, ...]}``.
+        "trainable_groups", "valid_accuracy"}, ...], "config"}``.
     """
+    started = time.perf_counter()
     train_labels = np.asarray(train_labels, dtype=np.int64)
     if len(train_rows) != len(train_labels) or not len(train_rows):
         raise ValueError(
@@ -276,7 +342,6 @@ def finetune_classifier(
             f"labels must lie in [0, {model.num_classes}), got [{train_labels.min()}, {train_labels.max()}]"
         )
     seed_everything(config.seed)
-    rng = np.random.default_rng(config.seed)
     if config.method == "lora":
         lora.add_lora(model.encoder, config.lora_rank, config.lora_alpha, config.lora_targets, freeze_base=True)
         for parameter in model.head.parameters():
@@ -286,50 +351,48 @@ def finetune_classifier(
         groups = discriminative_groups(model, config.lr, config.lr_decay)
     else:
         groups = [{"params": [p for group in model.layer_groups() for p in group], "lr": config.lr}]
-    for group in groups:
-        group["peak_lr"] = group["lr"]
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
-    lengths = [min(len(row), config.max_len) for row in train_rows]
-    per_epoch = -(-len(train_rows) // config.batch_size)
-    total = per_epoch * config.epochs
-    trainable_count = 0
-    history = []
-    step = 0
-    started = time.perf_counter()
-    bar = tqdm(total=total, disable=not progress, desc=f"finetune {config.method}", unit="step")
-    for epoch in range(config.epochs):
-        trainable_groups = len(model.layer_groups())
-        if config.method == "full" and config.gradual_unfreezing:
-            trainable_groups = apply_unfreezing(model, epoch)
-        trainable_count = max(trainable_count, lora.count_parameters(model)[0])
-        model.train()
-        losses = []
-        for index in length_bucketed_batches(lengths, config.batch_size, rng):
-            ids, batch_lengths = pad_batch([train_rows[i] for i in index], config.max_len)
-            factor = slanted_triangular(step, total, config.cut_frac, config.ratio)
-            for group in optimizer.param_groups:
-                group["lr"] = group["peak_lr"] * factor
-            loss = nn.functional.cross_entropy(model(ids, batch_lengths), torch.as_tensor(train_labels[index]))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
-            optimizer.step()
-            losses.append(loss.item())
-            step += 1
-            bar.update(1)
-        record = {"epoch": epoch, "loss": float(np.mean(losses)), "trainable_groups": trainable_groups}
-        if valid_rows is not None and valid_labels is not None:
-            record["valid_accuracy"] = float(
-                (predict(model, valid_rows, max_len=config.max_len) == valid_labels).mean()
-            )
-        bar.set_postfix({k: round(v, 4) for k, v in record.items() if isinstance(v, float)})
-        history.append(record)
-    bar.close()
-    total_parameters = lora.count_parameters(model)[1]
+    schedule: list[Callback] = [SlantedTriangular(config.cut_frac, config.ratio)]
+    if config.method == "full" and config.gradual_unfreezing:
+        schedule.append(GradualUnfreezing(model.layer_groups()))
+    if progress:
+        schedule.append(ProgressBar(f"finetune {config.method}"))
+    validate = valid_rows is not None and valid_labels is not None
+    trainer = Trainer(
+        model,
+        classification_loss,
+        optimizer,
+        metrics=[SparseCategoricalAccuracy()],
+        clipnorm=1.0,
+        callbacks=[*schedule, *callbacks],
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_every=checkpoint_every,
+        extra_files=model.encoder.tokenizer.files() if model.encoder.tokenizer is not None else None,
+    )
+    history = trainer.fit(
+        LengthBucketedBatches(train_rows, train_labels, config.batch_size, config.max_len, config.seed),
+        epochs=config.epochs,
+        val_batches=_sorted_batches(valid_rows, np.asarray(valid_labels), 128, config.max_len) if validate else None,
+        verbose=0,
+        resume=resume,
+    ).history
+    records = []
+    for epoch, loss in enumerate(history["loss"]):
+        record = {
+            "epoch": epoch,
+            "loss": loss,
+            "trainable_groups": int(history["trainable_groups"][epoch])
+            if "trainable_groups" in history
+            else len(model.layer_groups()),
+        }
+        if validate:
+            record["valid_accuracy"] = history["val_accuracy"][epoch]
+        records.append(record)
+    trainable, total = lora.count_parameters(model)  # unfreezing only adds: the last epoch trains the most
     return {
-        "trainable_parameters": trainable_count,
-        "total_parameters": total_parameters,
+        "trainable_parameters": trainable,
+        "total_parameters": total,
         "seconds": time.perf_counter() - started,
-        "history": history,
+        "history": records,
         "config": asdict(config),
     }

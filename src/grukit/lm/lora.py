@@ -18,13 +18,14 @@ import os
 from collections.abc import Iterable
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from grukit.nn.recurrent import RecurrentBase
-from grukit.train.checkpoint import read_folder, write_folder
+from grukit.train.checkpoint import CheckpointError, read_folder, write_folder
 
 TARGETS = ("weight_ih", "weight_hh")
 ADAPTER_CONFIG = "adapter_config.json"
@@ -171,18 +172,59 @@ def adapter_files(model: nn.Module) -> dict[str, bytes]:
     }
 
 
-def load_adapter_files(model: nn.Module, files: dict[str, bytes]) -> bool:
-    """Attach and load the adapters in ``files`` (from :func:`adapter_files`); ``False`` when there are none."""
+def _adapter_shapes(model: nn.Module, rank: int, targets: tuple[str, ...]) -> dict[str, tuple[int, int]]:
+    """The adapter tensors :func:`add_lora` would attach to ``model``, name → shape, without attaching them."""
+    shapes = {}
+    for module_name, module in model.named_modules():
+        if not isinstance(module, RecurrentBase):
+            continue
+        prefix = f"{module_name}." if module_name else ""
+        for name, weight in module.named_parameters(recurse=False):
+            if name.startswith(targets):
+                shapes[f"{prefix}parametrizations.{name}.0.lora_A"] = (rank, weight.shape[1])  # (r, in)
+                shapes[f"{prefix}parametrizations.{name}.0.lora_B"] = (weight.shape[0], rank)  # (out, r)
+    return shapes
+
+
+def load_adapter_files(model: nn.Module, files: dict[str, bytes], where: str = "the adapter files") -> bool:
+    """Attach and load the adapters in ``files`` (from :func:`adapter_files`); ``False`` when there are none.
+
+    Everything is checked before ``model`` changes: an adapter made for another base model (other sizes or
+    vocabulary) is refused with both shapes named."""
     if ADAPTER_CONFIG not in files:
         return False
-    config = json.loads(files[ADAPTER_CONFIG].decode("utf-8"))
-    add_lora(model, config["rank"], config["alpha"], config["targets"], freeze_base=True)
-    tensors = load_safetensors_bytes(files[ADAPTER_WEIGHTS])
-    _, expected = split_state_dict(model)
+    if ADAPTER_WEIGHTS not in files:
+        raise CheckpointError(f"{where!r} has {ADAPTER_CONFIG} but no {ADAPTER_WEIGHTS}")
+    try:
+        config = json.loads(files[ADAPTER_CONFIG].decode("utf-8"))
+        rank, alpha, targets = config["rank"], config["alpha"], tuple(config["targets"])
+        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1 or any(t not in TARGETS for t in targets):
+            raise ValueError(f"expected a positive rank and targets among {TARGETS}")
+    except (ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(
+            f"{where!r}: {ADAPTER_CONFIG} is not a LoRA config like "
+            f'{{"rank": 8, "alpha": 16.0, "targets": ["weight_hh", "weight_ih"]}} ({error})'
+        ) from error
+    try:
+        tensors = load_safetensors_bytes(files[ADAPTER_WEIGHTS])
+    except SafetensorError as error:
+        raise CheckpointError(f"{where!r}: {ADAPTER_WEIGHTS} is not a readable safetensors file: {error}") from error
+    if lora_config(model) is not None:
+        raise ValueError("cannot load LoRA adapters onto a model that already has some; merge_lora(model) first")
+    expected = _adapter_shapes(model, rank, targets)
     if set(tensors) != set(expected):
-        raise ValueError(
-            f"adapter weights do not fit this model: expected {sorted(expected)[:3]}…, got {sorted(tensors)[:3]}…"
+        raise CheckpointError(
+            f"{where!r}: the adapters do not fit this {type(model).__name__}: it takes "
+            f"{sorted(expected)[:3]}…, the adapter file holds {sorted(tensors)[:3]}…"
         )
+    for name, shape in expected.items():
+        if tuple(tensors[name].shape) != shape:
+            raise CheckpointError(
+                f"{where!r}: the adapters were made for another base model: {name} has shape "
+                f"{tuple(tensors[name].shape)} in the adapter file, but this {type(model).__name__} needs {shape} "
+                "(its embedding or hidden sizes differ)"
+            )
+    add_lora(model, rank, alpha, targets, freeze_base=True)
     model.load_state_dict(tensors, strict=False)
     return True
 
@@ -197,8 +239,8 @@ def save_lora(model: nn.Module, path: str | os.PathLike) -> None:
 
 def load_lora(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     """Attach the adapters saved by :func:`save_lora` in ``path`` to ``model`` (the same base architecture)."""
-    if not load_adapter_files(model, read_folder(path)):
-        raise ValueError(f"{str(path)!r} holds no {ADAPTER_CONFIG}")
+    if not load_adapter_files(model, read_folder(path), os.fspath(path)):
+        raise CheckpointError(f"{str(path)!r} holds no {ADAPTER_CONFIG}: it is not a LoRA adapter folder")
     return model
 
 

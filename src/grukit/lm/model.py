@@ -14,7 +14,7 @@ and passes the dropped matrix to the layer functionally, so the parameters thems
 
 from __future__ import annotations
 
-import json
+import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -27,11 +27,18 @@ from torch.nn.utils import parametrize
 
 from grukit.lm import lora
 from grukit.lm.sampling import sample_next
-from grukit.nn import GRU
+from grukit.nn import GRU, drop_connect
 from grukit.text.tokenizer import BPETokenizer, CharTokenizer, tokenizer_from_files
-from grukit.train.checkpoint import read_folder, write_folder
+from grukit.train.checkpoint import (
+    CheckpointError,
+    check_weights_fit,
+    config_values_behind,
+    load_checkpoint,
+    save_checkpoint,
+)
 
-ARCHITECTURE = "grukit-gru-lm"
+ARCHITECTURE = "grukit.GRULanguageModel"
+OLD_ARCHITECTURES = ("grukit-gru-lm",)  # still read
 State = tuple[Tensor, ...]  # one (1, B, H_l) tensor per layer
 
 
@@ -173,7 +180,7 @@ class GRULanguageModel(nn.Module):
                 key, weight = "parametrizations.weight_hh_l0.original", layer.parametrizations.weight_hh_l0.original
             else:
                 key, weight = "weight_hh_l0", layer.weight_hh_l0
-            dropped = nn.functional.dropout(weight, p, training=True)  # (3H, H)
+            dropped = drop_connect(weight, p)  # (3H, H), same draws as nn.functional.dropout
             return functional_call(layer, {key: dropped}, (x, h0), {"lengths": lengths})
         return layer(x, h0, lengths=lengths)
 
@@ -204,8 +211,18 @@ class GRULanguageModel(nn.Module):
                 raise ValueError("GRULanguageModel.generate got text but the model has no tokenizer; pass ids")
             rows = [self.tokenizer.encode(text) for text in texts]
         elif isinstance(prompt, Tensor):
+            if (
+                prompt.is_floating_point()
+                or prompt.is_complex()
+                or prompt.dtype == torch.bool
+                or prompt.dim() not in (1, 2)
+            ):
+                raise ValueError(
+                    f"generate expected integer token ids of shape (T,) or (B, T), got {tuple(prompt.shape)} "
+                    f"{prompt.dtype}; ids are never rounded"
+                )
             rows = [prompt.tolist()] if prompt.dim() == 1 else prompt.tolist()
-        elif isinstance(prompt, (list, tuple)) and prompt and all(isinstance(i, int) for i in prompt):
+        elif isinstance(prompt, (list, tuple)) and prompt and all(isinstance(i, (int, float)) for i in prompt):
             rows = [list(prompt)]
         elif isinstance(prompt, (list, tuple)) and prompt and all(isinstance(r, (list, tuple)) for r in prompt):
             rows = [list(r) for r in prompt]
@@ -216,6 +233,10 @@ class GRULanguageModel(nn.Module):
             )
         if any(len(row) == 0 for row in rows):
             raise ValueError("generate expected every prompt to hold at least one token, got an empty one")
+        for row in rows:
+            for token in row:
+                if isinstance(token, bool) or not isinstance(token, int):
+                    raise ValueError(f"generate expected integer token ids, got {token!r}; ids are never rounded")
         lengths = torch.tensor([len(row) for row in rows])
         ids = torch.zeros(len(rows), int(lengths.max()), dtype=torch.long)  # (B, T) right-padded
         for b, row in enumerate(rows):
@@ -240,6 +261,12 @@ class GRULanguageModel(nn.Module):
         """
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
             raise ValueError(f"generate expected max_new_tokens to be a non-negative integer, got {max_new_tokens!r}")
+        if (
+            isinstance(temperature, bool)
+            or not isinstance(temperature, (int, float))
+            or not (math.isfinite(temperature) and temperature >= 0)
+        ):
+            raise ValueError(f"generate expected temperature to be a finite number >= 0, got {temperature!r}")
         generator = None if seed is None else torch.Generator().manual_seed(seed)
         ids, lengths = self._prompt_ids(prompt)
         ids = self._check_ids(ids)
@@ -316,43 +343,41 @@ class GRULanguageModel(nn.Module):
         if missing:
             raise ValueError(f"GRULanguageModel weights lack {missing[:5]}")
 
-    def folder_files(self) -> dict[str, bytes]:
-        """Everything :meth:`save_pretrained` writes, name → bytes (the manifest aside)."""
-        from safetensors.torch import save as save_safetensors_bytes
-
-        weights = {k: v.detach().contiguous().cpu() for k, v in self.base_state_dict().items()}
-        files = {
-            "config.json": (json.dumps(self.config.to_dict(), indent=2) + "\n").encode("utf-8"),
-            "model.safetensors": save_safetensors_bytes(weights),
-        }
-        if self.tokenizer is not None:
-            files.update(self.tokenizer.files())
-        files.update(lora.adapter_files(self))
-        return files
-
     def save_pretrained(self, path: str | os.PathLike) -> Path:
-        """Write ``config.json``, ``model.safetensors`` (base weights), the tokenizer files and, when LoRA is
-        attached, ``adapter_config.json`` + ``adapter_model.safetensors``, atomically with a manifest."""
-        return write_folder(path, self.folder_files())
-
-    @classmethod
-    def from_files(cls, files: dict[str, bytes], where: str = "<files>") -> GRULanguageModel:
-        from safetensors.torch import load as load_safetensors_bytes
-
-        if "config.json" not in files or "model.safetensors" not in files:
-            raise ValueError(f"{where!r} is not a grukit language model: it lacks config.json or model.safetensors")
-        config = json.loads(files["config.json"].decode("utf-8"))
-        if config.get("architecture") != ARCHITECTURE:
-            raise ValueError(f"{where!r} holds a {config.get('architecture')!r} model, expected {ARCHITECTURE!r}")
-        model = cls(LMConfig.from_dict(config), tokenizer_from_files(files))
-        model.load_base_state_dict(load_safetensors_bytes(files["model.safetensors"]))
-        lora.load_adapter_files(model, files)
-        return model
+        """Write the checkpoint folder ``path``: ``config.json``, ``model.safetensors`` (base weights), the
+        tokenizer files and, when LoRA is attached, ``adapter_config.json`` + ``adapter_model.safetensors``."""
+        extra = dict(self.tokenizer.files()) if self.tokenizer is not None else {}
+        extra.update(lora.adapter_files(self))
+        return save_checkpoint(path, self.config.to_dict(), self.base_state_dict(), extra_files=extra)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> GRULanguageModel:
-        """Load a folder written by :meth:`save_pretrained` (checksums verified), tokenizer and adapters too."""
-        return cls.from_files(read_folder(path), str(path))
+        """Load a folder written by :meth:`save_pretrained` (checksums verified), tokenizer and adapters too.
+        The weights' shapes are checked against ``config.json`` before the model is allocated."""
+        where = os.fspath(path)
+        checkpoint = load_checkpoint(path, architecture=(ARCHITECTURE, *OLD_ARCHITECTURES))
+        try:
+            config = LMConfig.from_dict(checkpoint.config)
+        except (ValueError, TypeError) as error:
+            raise CheckpointError(f"{where!r}: config.json does not describe a GRULanguageModel: {error}") from error
+        with torch.device("meta"):
+            skeleton = cls(config)
+        expected = {name: tuple(tensor.shape) for name, tensor in skeleton.base_state_dict().items()}
+        settings = asdict(config)
+
+        def describe(name: str) -> str:
+            values = config_values_behind(settings, expected[name], tuple(checkpoint.weights[name].shape))
+            return f"the GRULanguageModel with {', '.join(values) or settings}"
+
+        check_weights_fit(where, expected, checkpoint.weights, describe)
+        try:
+            tokenizer = tokenizer_from_files(checkpoint.extra_files)
+        except (ValueError, KeyError, TypeError) as error:
+            raise CheckpointError(f"{where!r}: the tokenizer files cannot be read: {error}") from error
+        model = cls(config, tokenizer)
+        model.load_base_state_dict(checkpoint.weights)
+        lora.load_adapter_files(model, checkpoint.extra_files, where)
+        return model
 
     def initial_state(self, batch_size: int) -> State:
         """Zeros, one ``(1, B, H_l)`` tensor per layer."""

@@ -6,22 +6,23 @@ zero-padded per batch and their lengths kept: a batch is then ``((x (B, T, ...),
 the model turns lengths into a mask for the recurrent layers, the loss and the metrics. Targets that are
 sequences are zero-padded the same way (the mask keeps the padding out of the loss).
 
-With ``shuffle``, variable-length samples are bucketed: a random order is cut into pools of 100 batches,
-each pool sorted by length and cut into batches, and the batches shuffled. Every sample is still seen once
-per epoch in a random batch; batches just hold sequences of similar length, which saves most of the
-padding (the recurrence costs one step per padded position). Shuffling draws from torch's global RNG, so a
-resumed checkpoint continues with the same order.
+With ``shuffle``, variable-length samples are bucketed by :class:`grukit.text.BucketBatches`: a random
+order is cut into pools of 100 batches, each pool sorted by length and cut into batches, and the batches
+shuffled. Every sample is still seen once per epoch in a random batch; batches just hold sequences of
+similar length, which saves most of the padding (the recurrence costs one step per padded position).
+Shuffling draws from torch's global RNG, so a resumed checkpoint continues with the same order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
+
+from grukit.text.sequences import BucketBatches, pad_sequences
 
 BUCKET_POOL = 100  # batches per sorted pool when bucketing variable-length samples
 
@@ -114,51 +115,33 @@ class Samples:
             return None
         return int(values.max())
 
-    def _order(self, batch_size: int, shuffle: bool) -> list[Tensor]:
-        n = len(self)
-        if not shuffle:
-            return list(torch.arange(n).split(batch_size))
-        order = torch.randperm(n)
-        if not self.variable_length:
-            return list(order.split(batch_size))
-        lengths = torch.tensor([item.shape[0] for item in self.x])
-        batches: list[Tensor] = []
-        for pool in order.split(batch_size * BUCKET_POOL):
-            pool = pool[lengths[pool].argsort(stable=True)]
-            batches.extend(pool.split(batch_size))
-        return [batches[i] for i in torch.randperm(len(batches)).tolist()]
-
-    def _collate(self, index: Tensor) -> tuple:
+    def collate(self, index: np.ndarray | Tensor) -> tuple:
+        """The batch of the samples ``index`` ``(B,)``: ``((x, lengths), y)`` for variable lengths (zero-padded),
+        else ``((x,), y)``; without ``y`` just ``(inputs,)``."""
+        index = torch.as_tensor(index, dtype=torch.long)
         if self.variable_length:
-            items = [self.x[i] for i in index.tolist()]
-            lengths = torch.tensor([item.shape[0] for item in items])
-            inputs: tuple = (pad_sequence(items, batch_first=True), lengths)  # (B, T, ...), (B,)
+            inputs: tuple = pad_sequences([self.x[i] for i in index.tolist()])  # (B, T, ...), (B,)
         else:
             inputs = (self.x[index],)
         if self.y is None:
             return (inputs,)
         if isinstance(self.y, list):
-            targets = pad_sequence([self.y[i] for i in index.tolist()], batch_first=True)
+            targets, _ = pad_sequences([self.y[i] for i in index.tolist()])  # (B, T, ...)
         else:
             targets = self.y[index]
         return inputs, targets
 
-    def batches(self, batch_size: int, shuffle: bool) -> Iterator[tuple]:
-        for index in self._order(batch_size, shuffle):
-            yield self._collate(index)
 
-
-class Batches:
-    """Re-iterable batches of :class:`Samples` for :class:`~grukit.train.Trainer`: each ``iter`` reshuffles."""
+class Batches(BucketBatches):
+    """Re-iterable batches of :class:`Samples` for :class:`~grukit.train.Trainer`: each ``iter`` reshuffles
+    (from torch's global RNG), bucketing variable-length samples by length (see the module docstring)."""
 
     def __init__(self, samples: Samples, batch_size: int, shuffle: bool) -> None:
-        self.samples, self.batch_size, self.shuffle = samples, batch_size, shuffle
-
-    def __iter__(self) -> Iterator[tuple]:
-        return self.samples.batches(self.batch_size, self.shuffle)
-
-    def __len__(self) -> int:
-        return -(-len(self.samples) // self.batch_size)
+        lengths = [item.shape[0] for item in samples.x] if samples.variable_length and shuffle else None
+        super().__init__(
+            len(samples), batch_size, samples.collate, lengths=lengths, shuffle=shuffle, pool=BUCKET_POOL, seed=None
+        )
+        self.samples = samples
 
 
 def pad_collate(items: list) -> tuple:
@@ -170,7 +153,7 @@ def pad_collate(items: list) -> tuple:
     samples = Samples(xs if any(x.shape != xs[0].shape for x in xs) else torch.stack(xs), None)
     if ys is not None:
         samples.y = ys if any(y.shape != ys[0].shape for y in ys) else torch.stack(ys)
-    return samples._collate(torch.arange(len(items)))
+    return samples.collate(torch.arange(len(items)))
 
 
 def make_batches(x: object, y: object, batch_size: int, shuffle: bool, caller: str) -> Batches | DataLoader:

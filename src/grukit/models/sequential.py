@@ -8,6 +8,7 @@ The padding mask flows with the data: it starts from the lengths of variable-len
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -21,7 +22,13 @@ from grukit.layers.core import Embedding
 from grukit.layers.recurrent import RecurrentLayer
 from grukit.models.data import Batches, Samples, make_batches
 from grukit.train import Callback, History, Metric, Trainer, get_loss, get_metric
-from grukit.train.checkpoint import load_checkpoint, save_checkpoint
+from grukit.train.checkpoint import (
+    CheckpointError,
+    check_weights_fit,
+    config_values_behind,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 ARCHITECTURE = "grukit.Sequential"
 
@@ -344,35 +351,108 @@ class Sequential(nn.Module):
             "compile": self.compile_config,
         }
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the model as a folder: ``config.json`` (layers, input shape, compile settings),
-        ``model.safetensors`` and, once trained, the optimizer state. :func:`load_model` reads it back."""
+    def save_pretrained(self, path: str | os.PathLike) -> Path:
+        """Write the model as a checkpoint folder: ``config.json`` (layers, input shape, compile settings),
+        ``model.safetensors`` and, once trained, the optimizer state. :meth:`from_pretrained` (or
+        :func:`grukit.load`) reads it back."""
         if not self.built:
             raise RuntimeError("cannot save a model that is not built: call build(input_shape), or fit first")
         return save_checkpoint(path, self.get_config(), self.state_dict(), self.optimizer)
 
+    def save(self, path: str | os.PathLike) -> Path:
+        """Keras' name for :meth:`save_pretrained`; :func:`load_model` reads the folder back."""
+        return self.save_pretrained(path)
+
     @classmethod
-    def from_config(cls, config: dict) -> Sequential:
-        model = cls([layer_from_config(entry) for entry in config["layers"]], name=config.get("name", "sequential"))
-        if config.get("input_shape") is not None:
-            model.build(tuple(config["input_shape"]))
+    def from_config(cls, config: dict, where: str = "config") -> Sequential:
+        """The model :meth:`get_config` describes (built when it names an input shape), with fresh weights; any
+        fault in a config read from ``where`` is a :class:`CheckpointError` that says what is wrong."""
+        entries, input_shape = config.get("layers"), config.get("input_shape")
+        if not isinstance(entries, list) or not entries or not all(isinstance(entry, dict) for entry in entries):
+            raise CheckpointError(
+                f'{where!r}: config.json must list the model\'s layers as "layers": [{{"class_name": ..., '
+                f'"config": {{...}}}}, ...], got {json.dumps(entries)[:120]}'
+            )
+        if input_shape is not None and not (
+            isinstance(input_shape, list)
+            and all(d is None or (isinstance(d, int) and not isinstance(d, bool) and d > 0) for d in input_shape)
+        ):
+            raise CheckpointError(
+                f'{where!r}: config.json must give "input_shape" as null or a list of positive sizes and nulls, '
+                f"got {json.dumps(input_shape)[:120]}"
+            )
+        layers = []
+        for index, entry in enumerate(entries):
+            try:
+                if not isinstance(entry.get("config"), dict):
+                    raise ValueError(f'expected a "config" object, got {json.dumps(entry.get("config"))[:80]}')
+                layers.append(layer_from_config(entry))
+            except (ValueError, TypeError, KeyError) as error:
+                raise CheckpointError(
+                    f"{where!r}: config.json layer {index} ({entry.get('class_name')!r}) cannot be built: {error}"
+                ) from error
+        try:
+            model = cls(layers, name=str(config.get("name", "sequential")))
+            if input_shape is not None:
+                model.build(tuple(input_shape))
+        except (ValueError, TypeError, RuntimeError) as error:
+            raise CheckpointError(f"{where!r}: the layers in config.json do not fit together: {error}") from error
         return model
+
+    @classmethod
+    def _check_weights(cls, config: dict, weights: dict[str, Tensor], where: str) -> None:
+        """Build the config on the meta device (no memory) and refuse weights of other names or shapes."""
+        with torch.device("meta"):
+            skeleton = cls.from_config(config, where)
+        expected = {name: tuple(tensor.shape) for name, tensor in skeleton.state_dict().items()}
+
+        def describe(name: str) -> str:
+            layer = skeleton.layers[int(name.split(".")[1])]
+            actual = tuple(weights[name].shape)
+            values = config_values_behind(layer.get_config(), expected[name], actual)
+            settings = ", ".join(values) if values else f"input shape {_shape_text(layer.input_shape)}"
+            return f"layer {layer.name!r} ({type(layer).__name__}, {settings})"
+
+        check_weights_fit(where, expected, weights, describe)
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike) -> Sequential:
+        """Rebuild a :class:`Sequential` saved with :meth:`save_pretrained`: same layers, weights and, when it was
+        compiled with named loss / metrics, the same compile settings and optimizer state. The weights' shapes
+        are checked against the config before the model is allocated."""
+        where = os.fspath(path)
+        checkpoint = load_checkpoint(path, architecture=ARCHITECTURE)
+        cls._check_weights(checkpoint.config, checkpoint.weights, where)
+        model = cls.from_config(checkpoint.config, where)
+        model.load_state_dict(checkpoint.weights)
+        compile_config = checkpoint.config.get("compile")
+        if compile_config is not None:
+            model._restore_compile(compile_config, checkpoint.optimizer_state, where)
+        return model
+
+    def _restore_compile(self, compile_config: dict, optimizer_state: dict | None, where: str) -> None:
+        """Compile as saved, when the loss, optimizer and metrics were named (a custom callable is not saved)."""
+        try:
+            optimizer, loss, metrics = (compile_config[key] for key in ("optimizer", "loss", "metrics"))
+            clipnorm = compile_config.get("clipnorm", "auto")
+            if None in (loss, optimizer, *metrics):
+                return
+            if optimizer not in OPTIMIZERS:
+                optimizer_class = getattr(torch.optim, optimizer, None)
+                if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, torch.optim.Optimizer)):
+                    raise ValueError(f"unknown optimizer {optimizer!r}")
+                optimizer = optimizer_class(self.parameters())
+            self.compile(optimizer, loss, metrics, clipnorm)
+            if optimizer_state is not None:
+                self._ensure_trainer()
+                self.optimizer.load_state_dict(optimizer_state)
+        except (KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(
+                f"{where!r}: the compile settings or optimizer state in the checkpoint cannot be restored "
+                f"({type(error).__name__}: {error}); got compile {json.dumps(compile_config)[:160]}"
+            ) from error
 
 
 def load_model(path: str | os.PathLike) -> Sequential:
-    """Rebuild a :class:`Sequential` saved with ``model.save(path)``: same layers, weights and, when it was
-    compiled with named loss / metrics, the same compile settings and optimizer state."""
-    checkpoint = load_checkpoint(path, architecture=ARCHITECTURE)
-    model = Sequential.from_config(checkpoint.config)
-    model.load_state_dict(checkpoint.weights)
-    compile_config = checkpoint.config.get("compile")
-    if compile_config and None not in (compile_config["loss"], compile_config["optimizer"], *compile_config["metrics"]):
-        optimizer = compile_config["optimizer"]
-        if optimizer not in OPTIMIZERS:
-            optimizer_class = getattr(torch.optim, optimizer)
-            optimizer = optimizer_class(model.parameters())
-        model.compile(optimizer, compile_config["loss"], compile_config["metrics"], compile_config["clipnorm"])
-        if checkpoint.optimizer_state is not None:
-            model._ensure_trainer()
-            model.optimizer.load_state_dict(checkpoint.optimizer_state)
-    return model
+    """Keras' name for :meth:`Sequential.from_pretrained`."""
+    return Sequential.from_pretrained(path)

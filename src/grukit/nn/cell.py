@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from grukit.nn.recurrent import _check_positive_int
+from grukit.nn.recurrent import _check_positive_int, check_matches_weights
 from grukit.ops import reference
 
 
@@ -46,6 +46,9 @@ class _CellBase(nn.Module):
                 f"{name} expected input of shape (batch, {self.input_size}) or ({self.input_size},), "
                 f"got {tuple(x.shape)}"
             )
+        if x.dim() == 2 and x.shape[0] == 0:
+            raise ValueError(f"{name} expected at least one row in the batch, got input of shape {tuple(x.shape)}")
+        check_matches_weights(name, x, self.weight_ih)
         unbatched = x.dim() == 1
         if unbatched:
             x = x.unsqueeze(0)
@@ -53,6 +56,8 @@ class _CellBase(nn.Module):
             if not isinstance(state, Tensor) or state.dtype != x.dtype:
                 got = state.dtype if isinstance(state, Tensor) else type(state).__name__
                 raise TypeError(f"{name} expected {what} as a tensor of dtype {x.dtype} (the input's), got {got}")
+            if state.device != x.device:
+                raise ValueError(f"{name} expected {what} on {x.device} (the input's), got {state.device}")
             expected = (x.shape[0], self.hidden_size)
             if tuple(state.shape) != (expected[1:] if unbatched else expected):
                 raise ValueError(

@@ -41,6 +41,29 @@ def check_lengths(owner: str, lengths: Tensor | list | tuple, batch: int, steps:
     return lengths
 
 
+_CASTS = {torch.float32: "float", torch.float64: "double", torch.float16: "half", torch.bfloat16: "bfloat16"}
+
+
+def _cast(dtype: torch.dtype) -> str:
+    return f".{_CASTS[dtype]}()" if dtype in _CASTS else f".to({dtype})"
+
+
+def check_matches_weights(owner: str, x: Tensor, weight: Tensor) -> None:
+    """Raise when ``x`` is not of the dtype (outside autocast) and on the device of the module's ``weight``,
+    naming both and the call that fixes it."""
+    if x.device != weight.device:
+        raise ValueError(
+            f"{owner} got input on {x.device} but its weights are on {weight.device}; "
+            f"call .to('{x.device}') on the module or .to('{weight.device}') on the input"
+        )
+    if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+        given, own = str(x.dtype).removeprefix("torch."), str(weight.dtype).removeprefix("torch.")
+        raise TypeError(
+            f"{owner} got {given} input but its weights are {own}; "
+            f"call {_cast(x.dtype)} on the module or {_cast(weight.dtype)} on the input"
+        )
+
+
 class RecurrentBase(nn.Module):
     """Parameters, validation and the layer / direction loop shared by :class:`GRU`, :class:`LSTM` and
     :class:`MinGRU`. Subclasses set ``gates`` and ``recurrent`` and implement ``_run_direction``."""
@@ -160,6 +183,7 @@ class RecurrentBase(nn.Module):
             raise ValueError(f"{name} expected at least one time step, got input of shape {tuple(x.shape)}")
         if x.dim() == 3 and x.shape[0 if self.batch_first else 1] == 0:
             raise ValueError(f"{name} expected at least one sequence in the batch, got input of shape {tuple(x.shape)}")
+        check_matches_weights(name, x, self.weight_ih_l0)
         unbatched = x.dim() == 2
         if unbatched:
             x = x.unsqueeze(1)  # (T, 1, I)
@@ -179,6 +203,8 @@ class RecurrentBase(nn.Module):
             )
         if state.dtype != x.dtype:
             raise TypeError(f"{name} expected {what} of dtype {x.dtype} (the input's), got {state.dtype}")
+        if state.device != x.device:
+            raise ValueError(f"{name} expected {what} on {x.device} (the input's), got {state.device}")
         return state.unsqueeze(1) if unbatched else state
 
     def _run_direction(

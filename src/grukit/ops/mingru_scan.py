@@ -24,9 +24,8 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
-from grukit.ops import reference
+from grukit.ops import recompute, reference
 
 CHUNK = 4
 _NEG = -1e4  # log of "no contribution": exp(-1e4) is 0 in every float dtype, and its gradients stay finite
@@ -89,13 +88,17 @@ class _GatedScan(torch.autograd.Function):
         h = h0
         for t, (z_t, candidate_t) in enumerate(zip(z.unbind(0), candidate.unbind(0))):
             h = torch.lerp(h, candidate_t, z_t, out=states[t])
-        ctx.save_for_backward(z, projected, h0, states)
+        ctx.save_for_backward(z, projected, h0, states, valid)
         return states
 
     @staticmethod
-    @once_differentiable  # second derivatives would silently be wrong: raise instead
     def backward(ctx, d_states):
-        z, projected, h0, states = ctx.saved_tensors
+        z, projected, h0, states, valid = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: a differentiable gradient, see grukit.ops.recompute
+            grads = recompute.grads_through(
+                lambda p, h: _gated_reference(p, h, valid), (projected, h0), ctx.needs_input_grad[:2], d_states
+            )
+            return (*grads, None)
         candidate = projected.chunk(2, dim=-1)[1]
         grads = torch.empty_like(states)  # (T, B, H): dL/dh_t in total
         carry = torch.zeros_like(h0)
@@ -109,6 +112,56 @@ class _GatedScan(torch.autograd.Function):
         torch.sub(candidate[1:], states[:-1], out=d_gate[1:])
         d_gate.mul_(grads).mul_(torch.addcmul(z, z, z, value=-1))  # ⊙ G_t ⊙ z (1 − z)
         return d_projected, carry, None
+
+
+def _gated_reference(projected: Tensor, h0: Tensor, valid: Tensor | None) -> Tensor:
+    """:class:`_GatedScan`'s forward in plain differentiable ops (for second derivatives)."""
+    gate, candidate = projected.chunk(2, dim=-1)  # (T, B, H) each
+    z = torch.sigmoid(gate)
+    if valid is not None:
+        z = z.masked_fill(~valid, 0.0)
+    states, h = [], h0
+    for z_t, candidate_t in zip(z.unbind(0), candidate.unbind(0)):
+        h = torch.lerp(h, candidate_t, z_t)  # (B, H)
+        states.append(h)
+    return torch.stack(states, 0)  # (T, B, H)
+
+
+def _log_space_states(projected: Tensor, h0: Tensor, valid: Tensor | None, chunk: int) -> Tensor:
+    """minGRU's states from ``[g | h̃]`` ``(T, B, 2H)`` through :func:`scan_log_space` -> ``(T, B, H)``."""
+    gate, candidate = projected.chunk(2, dim=-1)  # (T, B, H) each
+    log_a = -torch.nn.functional.softplus(gate)  # log(1 - z)
+    log_z = -torch.nn.functional.softplus(-gate)  # log z
+    if valid is not None:
+        log_a = log_a.masked_fill(~valid, 0.0)
+        log_z = log_z.masked_fill(~valid, _NEG)
+    return scan_log_space(log_a, log_z, candidate, h0, chunk)
+
+
+class _LogSpaceScan(torch.autograd.Function):
+    """:func:`_log_space_states` with first-order gradients through the scan's own graph, and differentiable
+    gradients (``create_graph=True``) recomputed through :func:`_gated_reference`: the backward of torch's
+    ``logcumsumexp`` takes the log of the incoming gradient, so its own derivative is NaN where that vanishes."""
+
+    @staticmethod
+    def forward(ctx, projected, h0, valid, chunk):
+        inputs = (projected.detach().requires_grad_(), h0.detach().requires_grad_())
+        with torch.enable_grad():
+            states = _log_space_states(*inputs, valid, chunk)  # (T, B, H), with its graph
+        ctx.save_for_backward(projected, h0, valid)
+        ctx.graph = (inputs, states)
+        return states.detach()
+
+    @staticmethod
+    def backward(ctx, d_states):
+        projected, h0, valid = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: a differentiable gradient, see grukit.ops.recompute
+            grads = recompute.grads_through(
+                lambda p, h: _gated_reference(p, h, valid), (projected, h0), ctx.needs_input_grad[:2], d_states
+            )
+            return (*grads, None, None)
+        inputs, states = ctx.graph
+        return (*torch.autograd.grad(states, inputs, d_states, retain_graph=True), None, None)
 
 
 def scan_gated(projected: Tensor, h0: Tensor, valid: Tensor | None = None) -> Tensor:
@@ -144,14 +197,10 @@ def mingru_sequence(
     """
     projected = torch.nn.functional.linear(x, w, b)  # (T, B, 2H): one GEMM
     valid = reference.valid_steps(x.shape[0], lengths, x.device) if lengths is not None else None  # (T, B, 1)
-    if log_space:
-        gate, candidate = projected.chunk(2, dim=-1)  # (T, B, H) each
-        log_a = -torch.nn.functional.softplus(gate)  # log(1 - z)
-        log_z = -torch.nn.functional.softplus(-gate)  # log z
-        if valid is not None:
-            log_a = log_a.masked_fill(~valid, 0.0)
-            log_z = log_z.masked_fill(~valid, _NEG)
-        states = scan_log_space(log_a, log_z, candidate, h0, chunk)  # (T, B, H)
+    if log_space and torch.is_grad_enabled() and (projected.requires_grad or h0.requires_grad):
+        states = _LogSpaceScan.apply(projected, h0, valid, chunk)  # (T, B, H)
+    elif log_space:
+        states = _log_space_states(projected, h0, valid, chunk)  # (T, B, H)
     else:
         states = scan_gated(projected, h0, valid)  # (T, B, H)
     h_n = states[-1]

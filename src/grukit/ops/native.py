@@ -18,9 +18,8 @@ from types import ModuleType
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
-from grukit.ops import extensions
+from grukit.ops import extensions, recompute
 
 
 def load() -> ModuleType | None:
@@ -42,15 +41,22 @@ class _GRUFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, reset_after):
         y, saved = load().forward(x, h0, w_ih, w_hh, _bias(b_ih, x), _bias(b_hh, x), reset_after, True)
-        ctx.save_for_backward(x, h0, w_ih, w_hh, y, saved)
+        ctx.save_for_backward(x, h0, w_ih, w_hh, b_ih, b_hh, y, saved)
         ctx.reset_after = reset_after
         ctx.has_bias = (b_ih is not None, b_hh is not None)
         return y
 
     @staticmethod
-    @once_differentiable  # second derivatives would silently be wrong: raise instead
     def backward(ctx, dy):
-        x, h0, w_ih, w_hh, y, saved = ctx.saved_tensors
+        x, h0, w_ih, w_hh, b_ih, b_hh, y, saved = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: a differentiable gradient, see grukit.ops.recompute
+            grads = recompute.grads_through(
+                lambda *inputs: recompute.gru_sequence(*inputs, ctx.reset_after),
+                (x, h0, w_ih, w_hh, b_ih, b_hh),
+                ctx.needs_input_grad[:6],
+                dy,
+            )
+            return (*grads, None)
         dx, dh0, dw_ih, dw_hh, db_ih, db_hh = load().backward(x, h0, w_ih, w_hh, y, saved, dy, ctx.reset_after)
         return (
             dx,

@@ -11,24 +11,19 @@ o (candidate) and wants the weights as ``ldigo`` ``(layers, directions, input, g
 The weights are converted on every call: a cache keyed on the parameters' ``_version`` served stale weights
 after fused optimizers (``Adam(fused=True)`` updates in place without bumping ``_version``) and ``.data``
 writes, and conversion reads the weights once, ~1/(B·T) of the GEMM work of a call. The C++ side caches the
-primitives per shape and reorders each conversion into the primitive's preferred format once, shared by
-forward and backward; those copies are released when the conversion is garbage-collected. float32 only; the
+primitives per shape; each call owns its scratchpad, stream and reordered weights, so the engine runs from
+any thread (a web server's request threads) and stays sound when a call is interrupted. float32 only; the
 runtime comes from the ``onednn-cpu-gomp`` wheel.
 """
 
 from __future__ import annotations
 
-import itertools
-import weakref
 from types import ModuleType
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
-from grukit.ops import extensions
-
-_tokens = itertools.count(1)
+from grukit.ops import extensions, recompute
 
 
 def load() -> ModuleType | None:
@@ -56,7 +51,7 @@ def available() -> bool:
 
 
 class _Prepared:
-    """Weights of one layer and direction in oneDNN's order and layout, plus the token that names them."""
+    """Weights of one layer and direction in oneDNN's order and layout."""
 
     def __init__(self, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None, reset_after: bool):
         hidden = w_hh.shape[1]
@@ -70,8 +65,6 @@ class _Prepared:
                 self.bias = torch.stack([b_iz + b_hz, b_ir + b_hr, b_in, b_hn]).contiguous()  # (4, H)
             else:
                 self.bias = torch.stack([b_iz + b_hz, b_ir + b_hr, b_in + b_hn]).contiguous()  # (3, H)
-        self.token = next(_tokens)
-        weakref.finalize(self, _release, self.token)  # drop the C++ reordered copies with this conversion
 
 
 def _to_ldigo(weight: Tensor) -> Tensor:
@@ -91,32 +84,32 @@ def prepare(w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None
     return _Prepared(w_ih, w_hh, b_ih, b_hh, reset_after)
 
 
-def _release(token: int) -> None:
-    extension = load()
-    if extension is not None:
-        extension.release(token)
-
-
 class _GRUFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, prepared, reset_after):
-        x, h0 = x.contiguous(), h0.contiguous()
         y, workspace = load().forward(
-            x, h0, prepared.w_layer, prepared.w_iter, prepared.bias, reset_after, True, prepared.token
+            x.contiguous(), h0.contiguous(), prepared.w_layer, prepared.w_iter, prepared.bias, reset_after, True
         )
-        ctx.save_for_backward(x, h0, y, workspace)
+        ctx.save_for_backward(x, h0, w_ih, w_hh, b_ih, b_hh, y, workspace)
         ctx.prepared, ctx.reset_after = prepared, reset_after
         ctx.has_bias = (b_ih is not None, b_hh is not None)
         return y
 
     @staticmethod
-    @once_differentiable  # second derivatives would silently be wrong: raise instead
     def backward(ctx, dy):
-        x, h0, y, workspace = ctx.saved_tensors
+        x, h0, w_ih, w_hh, b_ih, b_hh, y, workspace = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: a differentiable gradient, see grukit.ops.recompute
+            grads = recompute.grads_through(
+                lambda *inputs: recompute.gru_sequence(*inputs, ctx.reset_after),
+                (x, h0, w_ih, w_hh, b_ih, b_hh),
+                ctx.needs_input_grad[:6],
+                dy,
+            )
+            return (*grads, None, None)
         prepared = ctx.prepared
         dx, dh0, dw_layer, dw_iter, dbias = load().backward(
-            x,
-            h0,
+            x.contiguous(),
+            h0.contiguous(),
             prepared.w_layer,
             prepared.w_iter,
             prepared.bias,
@@ -124,7 +117,6 @@ class _GRUFunction(torch.autograd.Function):
             dy.contiguous(),
             workspace,
             ctx.reset_after,
-            prepared.token,
         )
         db_ih = db_hh = None
         if ctx.reset_after:
@@ -168,6 +160,5 @@ def gru_sequence(
         prepared.bias,
         reset_after,
         False,
-        prepared.token,
     )
     return y

@@ -1,19 +1,29 @@
-"""What grukit's sklearn-style estimators share: padding, length-aware pooling, re-iterable mini-batches,
-the choice of recurrent layer, and training through :class:`grukit.train.Trainer`."""
+"""What grukit's sklearn-style estimators share: length-aware pooling,
+the choice of recurrent layer, checks of texts and labels, training through :class:`grukit.train.Trainer`,
+and saving as a readable folder (``config.json`` + ``model.safetensors``)."""
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Callable, Iterator, Sequence
+import numbers
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
+from sklearn.exceptions import DataConversionWarning
 from sklearn.utils.validation import check_is_fitted
 from torch import Tensor, nn
 
 from grukit.nn import GRU, LSTM
+from grukit.text import BucketBatches, lengths_to_mask
 from grukit.train import Callback, History, LearningRateScheduler, Trainer, seed_everything
+from grukit.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from grukit.train.losses import LossFn
 from grukit.train.metrics import Metric
 
@@ -33,69 +43,12 @@ def run_recurrent(layer: GRU | LSTM, x: Tensor, lengths: Tensor | None) -> tuple
     return output, state[0] if isinstance(state, tuple) else state
 
 
-def pad(sequences: Sequence[np.ndarray], dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
-    """Zero-pad ``n`` arrays of shape ``(T_i, ...)`` to ``(n, max T_i, ...)``; returns it and the lengths ``(n,)``."""
-    lengths = torch.tensor([len(s) for s in sequences], dtype=torch.int64)
-    batch = torch.zeros((len(sequences), int(lengths.max()), *np.shape(sequences[0])[1:]), dtype=dtype)
-    for row, sequence in enumerate(sequences):
-        batch[row, : len(sequence)] = torch.as_tensor(np.asarray(sequence), dtype=dtype)
-    return batch, lengths
-
-
-def time_mask(lengths: Tensor, steps: int) -> Tensor:
-    """``(B, T)`` boolean, True at the valid steps ``t < lengths[b]``."""
-    return torch.arange(steps)[None, :] < lengths[:, None]
-
-
 def masked_mean_max(x: Tensor, lengths: Tensor) -> Tensor:
     """Mean and max over the valid steps of ``x`` ``(B, T, F)``, concatenated: ``(B, 2F)``."""
-    mask = time_mask(lengths, x.shape[1]).unsqueeze(-1)  # (B, T, 1)
+    mask = lengths_to_mask(lengths, x.shape[1]).unsqueeze(-1)  # (B, T, 1)
     mean = (x * mask).sum(1) / lengths[:, None].to(x.dtype)  # (B, F)
     maximum = x.masked_fill(~mask, float("-inf")).amax(1)  # (B, F)
     return torch.cat([mean, maximum], dim=-1)
-
-
-class Batches:
-    """Mini-batches that can be iterated once per epoch: ``make_batch(indices)`` builds each one.
-
-    With ``shuffle``, each epoch draws a new order from its own generator (seeded, so runs repeat). With
-    ``lengths``, the shuffled order is cut into pools of 32 batches sorted by length, so a batch holds
-    sequences of similar length and little padding; the order of the batches is shuffled again.
-    """
-
-    def __init__(
-        self,
-        make_batch: Callable[[np.ndarray], tuple],
-        size: int,
-        batch_size: int,
-        shuffle: bool = False,
-        seed: int = 0,
-        lengths: np.ndarray | None = None,
-    ) -> None:
-        if size < 1:
-            raise ValueError("no samples to make batches from: the data is empty")
-        self.make_batch, self.size, self.batch_size, self.shuffle = make_batch, size, batch_size, shuffle
-        self.lengths = None if lengths is None else np.asarray(lengths)
-        self.rng = np.random.default_rng(seed)
-
-    def __len__(self) -> int:
-        return -(-self.size // self.batch_size)
-
-    def __iter__(self) -> Iterator[tuple]:
-        order = self.rng.permutation(self.size) if self.shuffle else np.arange(self.size)
-        if self.lengths is not None:
-            pool = 32 * self.batch_size
-            order = np.concatenate(
-                [
-                    chunk[np.argsort(self.lengths[chunk], kind="stable")]
-                    for chunk in np.split(order, range(pool, self.size, pool))
-                ]
-            )
-        batches = [order[k : k + self.batch_size] for k in range(0, self.size, self.batch_size)]
-        if self.shuffle and self.lengths is not None:
-            batches = [batches[k] for k in self.rng.permutation(len(batches))]
-        for indices in batches:
-            yield self.make_batch(indices)
 
 
 def cross_entropy(logits: Tensor, targets: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -109,17 +62,163 @@ def cross_entropy(logits: Tensor, targets: Tensor, mask: Tensor | None = None) -
     return (per_element * weights).sum() / weights.sum().clamp_min(1.0)
 
 
+def check_texts(texts: Sequence[str], owner: str, what: str = "texts") -> list[str]:
+    """``texts`` as a list of str. Takes a list, a 1-D array, a ``pandas.Series``, or one column (a one-column
+    ``DataFrame`` or ``(n, 1)`` array); refuses a single string, several columns, non-strings and no texts."""
+    if isinstance(texts, str):
+        raise TypeError(f"{owner} expected a list of {what}, got a single string")
+    shape = getattr(texts, "shape", None)
+    if shape is not None and len(shape) == 2:
+        if shape[1] != 1:
+            names = f" {list(texts.columns)[:5]}" if hasattr(texts, "columns") else ""
+            raise ValueError(
+                f"{owner} expected {what} as one column of strings, got {shape[1]} columns{names} "
+                f"(shape {tuple(shape)}); select the column that holds the {what}"
+            )
+        texts = np.asarray(texts, dtype=object)[:, 0]
+    elif shape is not None and len(shape) != 1:
+        raise ValueError(f"{owner} expected {what} as a list of strings, got an array of shape {tuple(shape)}")
+    texts = list(texts)
+    bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+    if bad is not None:
+        raise TypeError(f"{owner} expected each of the {what} to be a str, item {bad} is {type(texts[bad]).__name__}")
+    if not texts:
+        raise ValueError(f"{owner} got no {what}")
+    return texts
+
+
+def _label_kind(value: object) -> str:
+    if isinstance(value, str):
+        return "str"
+    return "number" if isinstance(value, numbers.Number) else type(value).__name__
+
+
+def check_labels(y: Any, owner: str, count: int, samples: str, multi_output: bool = False) -> np.ndarray:
+    """Class labels ``y`` as an array ``(n,)`` (``(n, outputs)`` too with ``multi_output``), refusing what would
+    be misread: no ``y``, another length than ``count``, strings mixed with numbers, fractional or non-finite
+    numbers. A column ``(n, 1)`` is raveled with a ``DataConversionWarning`` when one output is expected."""
+    if y is None:
+        raise ValueError(
+            f"{owner} requires y to be passed, but the target y is None: call fit(X, y) with one label per sample"
+        )
+    if isinstance(y, str):
+        raise TypeError(f"{owner} expected one label per sample in y, got the single string {y!r:.40}")
+    raw = y.to_numpy() if hasattr(y, "to_numpy") else y
+    if isinstance(raw, np.ndarray) and raw.dtype != object:
+        labels = raw
+    else:
+        items = np.array(raw, dtype=object)
+        kinds = sorted({_label_kind(value) for value in items.ravel()})
+        if len(kinds) > 1 or kinds[0] not in ("str", "number"):
+            examples = {kind: next(v for v in items.ravel() if _label_kind(v) == kind) for kind in kinds}
+            raise TypeError(
+                f"{owner} expected labels that are all strings or all numbers, got {' and '.join(kinds)} labels "
+                f"(e.g. {', '.join(repr(v) for v in examples.values())}); convert them to one type first"
+            )
+        labels = np.asarray(items.tolist())
+    if labels.ndim == 2 and labels.shape[1] == 1 and not multi_output:
+        warnings.warn(
+            DataConversionWarning(
+                f"A column-vector y was passed when a 1d array was expected; {owner} reads it as y.ravel()"
+            ),
+            stacklevel=3,
+        )
+        labels = labels.ravel()
+    if labels.ndim not in ((1, 2) if multi_output else (1,)):
+        expected = "(n,) or (n, outputs)" if multi_output else "(n,)"
+        raise ValueError(f"{owner} expected y of shape {expected}, got {labels.shape}")
+    if len(labels) != count:
+        raise ValueError(f"{owner} got {count} {samples} but {len(labels)} labels")
+    if labels.dtype.kind not in "biufU":
+        raise TypeError(f"{owner} expected labels that are strings or numbers, got an array of dtype {labels.dtype}")
+    if labels.dtype.kind == "f":
+        if not np.isfinite(labels).all():
+            raise ValueError(f"{owner} got NaN or infinite labels in y; every sample needs a class")
+        fractional = labels[labels != np.round(labels)]
+        if fractional.size:
+            raise ValueError(
+                f"{owner} expected class labels, got fractional values such as {fractional.flat[0].item()!r} "
+                "(label type 'continuous'); round them if they name classes, or use a regressor for a continuous target"
+            )
+    return labels
+
+
+def labels_to_json(labels: np.ndarray) -> dict:
+    """Class labels as ``{"values": [...], "dtype": "<i8"}``, which :func:`labels_from_json` turns back into the
+    same array (type and all)."""
+    return {"values": labels.tolist(), "dtype": labels.dtype.str}
+
+
+def labels_from_json(entry: dict) -> np.ndarray:
+    return np.asarray(entry["values"], dtype=np.dtype(entry["dtype"]))
+
+
 class GRUEstimator(BaseEstimator):
     """Base of grukit's estimators: sklearn's parameter handling (``get_params`` / ``set_params`` /
-    ``clone`` read the ``__init__`` arguments), the fitted check, and one training entry point."""
+    ``clone`` read the ``__init__`` arguments), the fitted check, one training entry point, and saving.
+
+    A saved estimator is a folder (see :mod:`grukit.train.checkpoint`): ``config.json`` holds
+    ``{"architecture": "grukit.<ClassName>", "params": get_params(), "fitted": {...}}`` (every fitted attribute
+    ``predict`` needs, e.g. the classes and the scaling), ``model.safetensors`` the weights of ``module_``, and
+    vocabulary or tokenizer files sit beside them. Subclasses say what is fitted with ``_fitted_config`` and
+    rebuild it with ``_restore``.
+    """
 
     def _check_fitted(self, action: str) -> None:
         check_is_fitted(self, "module_", msg=f"This %(name)s is not fitted yet: call fit(...) before {action}().")
 
+    def _prepare_fit(self, *positive: str) -> None:
+        """Refuse training settings that cannot work (``epochs``, ``batch_size`` and the parameters named in
+        ``positive`` must be positive integers, ``learning_rate`` a positive number), then seed the generators."""
+        for name in ("epochs", "batch_size", *positive):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"{type(self).__name__} expected {name} to be a positive integer, got {value!r}")
+        rate = self.learning_rate
+        if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not (math.isfinite(rate) and rate > 0):
+            raise ValueError(f"{type(self).__name__} expected learning_rate to be a positive number, got {rate!r}")
+        seed_everything(self.random_state)
+
+    # Saving -------------------------------------------------------------------------------------------------
+    def _fitted_config(self) -> tuple[dict, dict[str, bytes]]:
+        """The fitted attributes ``predict`` needs besides the weights, as JSON, and any extra files."""
+        raise NotImplementedError
+
+    def _restore(self, fitted: dict, files: dict[str, bytes]) -> None:
+        """Set the fitted attributes from :meth:`_fitted_config`'s output and build ``module_`` (untrained)."""
+        raise NotImplementedError
+
+    def save_pretrained(self, path: str | os.PathLike) -> Path:
+        """Write the fitted estimator as the folder ``path`` (atomically, with checksums); returns ``path``.
+        :meth:`from_pretrained` or :func:`grukit.load` reads it back, in any process."""
+        self._check_fitted("save_pretrained")
+        fitted, files = self._fitted_config()
+        config = {
+            "architecture": f"grukit.{type(self).__name__}",
+            "params": params_to_json(self.get_params(deep=False), type(self).__name__),
+            "fitted": fitted,
+        }
+        return save_checkpoint(path, config, self.module_.state_dict(), extra_files=files)
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike) -> GRUEstimator:
+        """The estimator :meth:`save_pretrained` wrote to ``path``, ready to predict (checksums verified)."""
+        checkpoint = load_checkpoint(path, architecture=f"grukit.{cls.__name__}")
+        try:
+            estimator = cls(**params_from_json(checkpoint.config["params"]))
+            estimator._restore(checkpoint.config["fitted"], checkpoint.extra_files)
+            estimator.module_.load_state_dict(checkpoint.weights)
+        except (KeyError, TypeError, RuntimeError) as error:
+            raise CheckpointError(
+                f"{os.fspath(path)!r} does not hold a complete {cls.__name__}: {type(error).__name__}: {error}"
+            ) from error
+        estimator.module_.eval()
+        return estimator
+
     def _train(
         self,
         module: nn.Module,
-        batches: Batches,
+        batches: BucketBatches,
         loss_fn: LossFn,
         metrics: Sequence[Metric] = (),
         callbacks: Sequence[Callback] = (),
@@ -138,5 +237,31 @@ class GRUEstimator(BaseEstimator):
         module.eval()
         return self.history_
 
-    def _seed(self) -> None:
-        seed_everything(self.random_state)
+
+def params_to_json(params: dict[str, Any], owner: str) -> dict[str, Any]:
+    """``get_params()`` as JSON values (tuples become lists, numpy scalars Python ones)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, (tuple, list)):
+            return [plain(item) for item in value]
+        return value.item() if isinstance(value, np.generic) else value
+
+    result = {name: plain(value) for name, value in params.items()}
+    for name, value in result.items():
+        try:
+            json.dumps(value)
+        except TypeError as error:
+            raise CheckpointError(
+                f"{owner} cannot be saved: parameter {name}={value!r} is not a JSON value (use numbers, strings, "
+                "booleans, None or tuples of them)"
+            ) from error
+    return result
+
+
+def params_from_json(params: dict[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`params_to_json`: lists become tuples again (the estimators' sequence parameters)."""
+
+    def restored(value: Any) -> Any:
+        return tuple(restored(item) for item in value) if isinstance(value, list) else value
+
+    return {name: restored(value) for name, value in params.items()}

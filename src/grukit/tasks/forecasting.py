@@ -4,7 +4,7 @@ The series ``x_1..x_n`` is transformed before the network sees it, and the forec
 
     u_t = log x_t  (with log=True)  else x_t
     d_t = u_t − u_{t−m}  (differencing="seasonal", m = season)  |  u_t − u_{t−1}  ("first")  |  u_t  ("none")
-    z_t = (d_t − mean d) / std d
+    z_t = (d_t − mean d) / std d    (mean and std taken of d / 2^k, 2^k ≈ max |d|: exact, and no overflow at 1e200)
 
 The GRU reads a window ``z_{t−L+1..t}`` (``L = lookback``) with the season phase ``(sin, cos)(2π t/m)`` as two
 more features per step, and its last state predicts
@@ -21,14 +21,16 @@ conservative beyond.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from grukit.tasks._base import Batches, GRUEstimator, recurrent_layer, run_recurrent
+from grukit.tasks._base import GRUEstimator, recurrent_layer, run_recurrent
 from grukit.tasks.baselines import mase
+from grukit.text import BucketBatches
 
 STRATEGIES = ("direct", "recursive")
 DIFFERENCING = ("none", "first", "seasonal")
@@ -111,6 +113,13 @@ class Forecaster(GRUEstimator):
         self.random_state = random_state
         self.verbose = verbose
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.one_d_array = True
+        tags.input_tags.two_d_array = False
+        tags.target_tags.required = False
+        return tags
+
     # Transforms ------------------------------------------------------------------------------------------
     @property
     def _lag(self) -> int:
@@ -129,7 +138,15 @@ class Forecaster(GRUEstimator):
             raise ValueError(
                 f"Forecaster: differencing='seasonal' needs season > 1 (e.g. 12 for monthly data), got {self.season!r}"
             )
-        if 0.5 not in tuple(self.quantiles):
+        levels = tuple(self.quantiles) if isinstance(self.quantiles, (tuple, list, np.ndarray)) else None
+        if levels is None or not all(
+            isinstance(q, numbers.Real) and not isinstance(q, bool) and 0 < q < 1 for q in levels
+        ):
+            raise ValueError(
+                f"Forecaster expected quantiles to be levels strictly between 0 and 1 (e.g. (0.1, 0.5, 0.9)), "
+                f"got {self.quantiles!r}"
+            )
+        if 0.5 not in levels:
             raise ValueError(
                 f"Forecaster expected quantiles to include 0.5 (the point forecast), got {self.quantiles!r}"
             )
@@ -159,11 +176,13 @@ class Forecaster(GRUEstimator):
         """Fit on the whole ``series`` (a list, array or ``pandas.Series``); forecasts start after its end."""
         values = np.asarray(series, dtype=np.float64)
         self._validate(values)
-        self._seed()
+        self._prepare_fit("hidden_size", "num_layers")
         self.series_ = values
         u = np.log(values) if self.log else values
         d = u[self._lag :] - u[: -self._lag] if self._lag else u
-        self.mean_, self.std_ = float(d.mean()), float(d.std() + 1e-8)
+        # powers of two scale exactly: the same mean and std as d's own, without squaring values near 1e200
+        scale = np.ldexp(1.0, int(np.frexp(np.abs(d).max())[1]))
+        self.mean_, self.std_ = float((d / scale).mean() * scale), float((d / scale).std() * scale + 1e-8)
         z = (d - self.mean_) / self.std_
         features = self._features(z, self._lag)  # (N, F), position t of d is t + lag in the series
         steps = self.horizon if self.strategy == "direct" else 1
@@ -173,13 +192,26 @@ class Forecaster(GRUEstimator):
         targets = torch.as_tensor(
             np.stack([z[s + self.lookback : s + self.lookback + steps] for s in starts]), dtype=torch.float32
         )  # (W, steps)
-        self.module_ = ForecastNet(features.shape[1], self.hidden_size, self.num_layers, steps, len(levels), self.cell)
-        batches = Batches(
-            lambda idx: (windows[idx], targets[idx]), len(starts), self.batch_size, shuffle=True, seed=self.random_state
+        self.levels_ = levels
+        self.module_ = self._network()
+        batches = BucketBatches(
+            len(starts), self.batch_size, lambda idx: (windows[idx], targets[idx]), shuffle=True, seed=self.random_state
         )
         self._train(self.module_, batches, pinball_loss(torch.tensor(levels)))
-        self.levels_ = levels
         return self
+
+    def _network(self) -> ForecastNet:
+        features = 3 if self.season and self.season > 1 else 1
+        steps = self.horizon if self.strategy == "direct" else 1
+        return ForecastNet(features, self.hidden_size, self.num_layers, steps, len(self.levels_), self.cell)
+
+    def _fitted_config(self) -> tuple[dict, dict[str, bytes]]:
+        return {"series": self.series_.tolist(), "mean": self.mean_, "std": self.std_, "levels": self.levels_}, {}
+
+    def _restore(self, fitted: dict, files: dict[str, bytes]) -> None:
+        self.series_ = np.asarray(fitted["series"], dtype=np.float64)
+        self.mean_, self.std_, self.levels_ = fitted["mean"], fitted["std"], tuple(fitted["levels"])
+        self.module_ = self._network()
 
     @torch.no_grad()
     def _forecast_z(self, horizon: int) -> np.ndarray:
@@ -197,12 +229,19 @@ class Forecaster(GRUEstimator):
 
     def _undo(self, z: np.ndarray) -> np.ndarray:
         """Standardised differences ``(h,)`` → forecasts on the series' scale ``(h,)``."""
-        d = z * self.std_ + self.mean_
+        d = z.astype(np.float64) * self.std_ + self.mean_  # float64: a float32 product overflows beyond 3.4e38
         u = list(np.log(self.series_) if self.log else self.series_)
         for step in d:
             u.append(step + (u[-self._lag] if self._lag else 0.0))
         forecast = np.asarray(u[len(self.series_) :])
-        return np.exp(forecast) if self.log else forecast
+        with np.errstate(over="ignore"):
+            forecast = np.exp(forecast) if self.log else forecast
+        if not np.isfinite(forecast).all():
+            raise ValueError(
+                "Forecaster's forecast overflows float64 (the series is near its largest value, 1.8e308); "
+                "rescale the series first, e.g. divide it by its maximum"
+            )
+        return forecast
 
     def _check_horizon(self, horizon: int | None) -> int:
         horizon = self.horizon if horizon is None else horizon
@@ -236,4 +275,9 @@ class Forecaster(GRUEstimator):
         """Negative MASE of the forecast of the ``len(actual)`` steps after the fitted series (higher is better,
         as sklearn's scores), scaled by the in-sample seasonal-naive error with ``season`` (1 without)."""
         actual = np.asarray(actual, dtype=np.float64)
+        if actual.ndim != 1 or not np.isfinite(actual).all():
+            raise ValueError(
+                f"Forecaster.score expected the actual values as a 1-D series of finite numbers (no NaN or inf), "
+                f"got shape {actual.shape}" + ("" if actual.ndim != 1 else " with NaN or inf")
+            )
         return -mase(actual, self.predict(len(actual)), self.series_, self.season or 1)

@@ -17,26 +17,46 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from scipy import sparse
 from sklearn.base import ClassifierMixin
 from sklearn.preprocessing import LabelEncoder
 from torch import Tensor, nn
 
-from grukit.tasks._base import Batches, GRUEstimator, cross_entropy, pad, recurrent_layer, run_recurrent, time_mask
+from grukit.tasks._base import (
+    GRUEstimator,
+    check_labels,
+    cross_entropy,
+    labels_from_json,
+    labels_to_json,
+    recurrent_layer,
+    run_recurrent,
+)
+from grukit.text import BucketBatches, lengths_to_mask, pad_sequences
 from grukit.train.metrics import SparseCategoricalAccuracy
 
 
 def as_series_list(x: np.ndarray | Sequence[np.ndarray], owner: str = "SequenceClassifier") -> list[np.ndarray]:
     """Accept ``(n, C, T)`` (sktime's numpy3D), ``(n, T)`` (univariate) or a list of ``(T_i, C)`` / ``(T_i,)``
-    arrays; return a list of ``(T_i, C)`` float32 arrays. Raises on NaN or on mixed channel counts."""
+    arrays (a ``pandas.DataFrame`` reads as ``(n, time)``); return a list of ``(T_i, C)`` float32 arrays.
+    Raises on sparse, complex, NaN or infinite input and on mixed channel counts."""
+    if sparse.issparse(x):
+        raise TypeError(f"{owner} does not take sparse X; pass a dense array, e.g. X.toarray()")
+    if not isinstance(x, (list, tuple)) and hasattr(x, "__array__"):
+        x = np.asarray(x)  # a DataFrame or any array-like of one shape
     if isinstance(x, np.ndarray) and x.dtype != object:
         if x.ndim == 3:
             series = list(np.transpose(x, (0, 2, 1)))
+        elif x.ndim == 2 and x.shape[1] == 0:
+            raise ValueError(
+                f"{owner} got 0 feature(s) (shape={x.shape}) while a minimum of 1 is required: the series are empty"
+            )
         elif x.ndim == 2:
             series = list(x[:, :, None])
         else:
+            hint = "; Reshape your data: X[None, :] is one univariate series" if x.ndim == 1 else ""
             raise ValueError(
                 f"{owner} expected X of shape (n, channels, time), (n, time) or a list of (time, channels) "
-                f"arrays, got an array of shape {x.shape}"
+                f"arrays, got an array of shape {x.shape}{hint}"
             )
     else:
         series = [np.asarray(s) for s in x]
@@ -51,9 +71,15 @@ def as_series_list(x: np.ndarray | Sequence[np.ndarray], owner: str = "SequenceC
                 f"{owner} expected every series to have {series[0].shape[1]} channels (series 0), "
                 f"series {index} has {s.shape[1]}"
             )
+    if any(np.iscomplexobj(s) for s in series):
+        raise ValueError(f"{owner} got complex values: Complex data not supported; pass real series")
     result = [np.asarray(s, dtype=np.float32) for s in series]
-    if any(np.isnan(s).any() for s in result):
-        raise ValueError(f"{owner} got NaN values; trim a variable-length series instead of padding it with NaN")
+    bad = next((index for index, s in enumerate(result) if not np.isfinite(s).all()), None)
+    if bad is not None:
+        raise ValueError(
+            f"{owner} got NaN values or inf in series {bad}; every value must be finite (trim a variable-length "
+            "series instead of padding it with NaN)"
+        )
     return result
 
 
@@ -85,7 +111,7 @@ class GRUFCN(nn.Module):
         recurrent = self.dropout(h_n[-1])  # (B, H)
         if not self.conv:
             return self.head(recurrent)  # (B, classes)
-        mask = time_mask(lengths, x.shape[1])[:, None, :].to(x.dtype)  # (B, 1, T)
+        mask = lengths_to_mask(lengths, x.shape[1])[:, None, :].to(x.dtype)  # (B, 1, T)
         features = x.transpose(1, 2)  # (B, C, T)
         for block in self.conv:
             # zero the padding after every block, so a series' features never depend on its batch-mates' lengths
@@ -140,12 +166,15 @@ class SequenceClassifier(ClassifierMixin, GRUEstimator):
     def _standardise(self, series: list[np.ndarray]) -> list[np.ndarray]:
         return [(s - self.mean_) / self.scale_ for s in series]
 
-    def fit(self, X: np.ndarray | Sequence[np.ndarray], y: Sequence) -> SequenceClassifier:
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True
+        return tags
+
+    def fit(self, X: np.ndarray | Sequence[np.ndarray], y: Sequence | None = None) -> SequenceClassifier:
         series = as_series_list(X)
-        y = np.asarray(y)
-        if len(y) != len(series):
-            raise ValueError(f"SequenceClassifier got {len(series)} series but {len(y)} labels")
-        self._seed()
+        y = check_labels(y, "SequenceClassifier", len(series), "series")
+        self._prepare_fit("hidden_size")
         self.encoder_ = LabelEncoder().fit(y)
         self.classes_ = self.encoder_.classes_
         targets = torch.as_tensor(self.encoder_.transform(y), dtype=torch.int64)
@@ -157,16 +186,36 @@ class SequenceClassifier(ClassifierMixin, GRUEstimator):
         inputs = self._standardise(series)
 
         def make_batch(indices: np.ndarray) -> tuple:
-            x, lengths = pad([inputs[i] for i in indices])
+            x, lengths = pad_sequences([inputs[i] for i in indices], torch.float32)
             return (x, lengths), targets[indices]
 
-        self.module_ = GRUFCN(
-            self.n_channels_, len(self.classes_), self.hidden_size, tuple(self.filters), self.dropout, self.cell
-        )
-        batches = Batches(make_batch, len(series), self.batch_size, shuffle=True, seed=self.random_state)
+        self.module_ = self._network()
+        batches = BucketBatches(len(series), self.batch_size, make_batch, shuffle=True, seed=self.random_state)
         self.epochs_ = max(self.epochs, math.ceil(self.min_steps / len(batches)))
         self._train(self.module_, batches, cross_entropy, [SparseCategoricalAccuracy()], epochs=self.epochs_)
         return self
+
+    def _network(self) -> GRUFCN:
+        return GRUFCN(
+            self.n_channels_, len(self.classes_), self.hidden_size, tuple(self.filters), self.dropout, self.cell
+        )
+
+    def _fitted_config(self) -> tuple[dict, dict[str, bytes]]:
+        return {
+            "classes": labels_to_json(self.classes_),
+            "mean": self.mean_.tolist(),
+            "scale": self.scale_.tolist(),
+            "n_channels": self.n_channels_,
+            "epochs": self.epochs_,
+        }, {}
+
+    def _restore(self, fitted: dict, files: dict[str, bytes]) -> None:
+        self.encoder_ = LabelEncoder()
+        self.classes_ = self.encoder_.classes_ = labels_from_json(fitted["classes"])
+        self.mean_ = np.asarray(fitted["mean"], dtype=np.float32)
+        self.scale_ = np.asarray(fitted["scale"], dtype=np.float32)
+        self.n_channels_, self.epochs_ = fitted["n_channels"], fitted["epochs"]
+        self.module_ = self._network()
 
     @torch.no_grad()
     def predict_proba(self, X: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
@@ -180,7 +229,7 @@ class SequenceClassifier(ClassifierMixin, GRUEstimator):
         inputs = self._standardise(series)
         probabilities = []
         for start in range(0, len(inputs), 256):
-            x, lengths = pad(inputs[start : start + 256])
+            x, lengths = pad_sequences(inputs[start : start + 256], torch.float32)
             probabilities.append(torch.softmax(self.module_(x, lengths), dim=-1))
         return torch.cat(probabilities).numpy()
 

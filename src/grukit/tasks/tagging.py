@@ -21,10 +21,19 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from grukit.tasks._base import Batches, GRUEstimator, cross_entropy, recurrent_layer, run_recurrent
+from grukit.tasks._base import GRUEstimator, check_labels, cross_entropy, recurrent_layer, run_recurrent
+from grukit.text import (
+    BucketBatches,
+    CharTokenizer,
+    WordTokenizer,
+    lengths_to_mask,
+    pad_sequences,
+    tokenizer_from_json,
+)
 from grukit.train.metrics import SparseCategoricalAccuracy
 
 PAD, UNK = 0, 1
+SPECIALS = {"pad": "<pad>", "unk": "<unk>"}
 
 
 class WordCharBiGRU(nn.Module):
@@ -75,6 +84,13 @@ def _check_sentences(sentences: Sequence[Sequence[str]], owner: str, what: str =
             raise TypeError(
                 f"{owner} expected {what}[{index}] to be a list of tokens, got the string {sentences[index]!r}"
             )
+        if what == "X":
+            bad = next((k for k, token in enumerate(sentence) if not isinstance(token, str)), None)
+            if bad is not None:
+                raise TypeError(
+                    f"{owner} expected every token to be a str, X[{index}][{bad}] is "
+                    f"{type(sentence[bad]).__name__} {sentence[bad]}; pass words as strings (e.g. map str first)"
+                )
     return result
 
 
@@ -133,69 +149,94 @@ class SequenceTagger(GRUEstimator):
 
     def _encode(self, tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Word ids ``(T,)`` and character ids ``(T, max_chars)``."""
-        words = np.array([self.words_.get(token, UNK) for token in tokens], dtype=np.int64)
+        words = np.array(self.words_.encode_tokens(tokens), dtype=np.int64)
         chars = np.zeros((len(tokens), self.max_chars), dtype=np.int64)
         for position, token in enumerate(tokens):
-            ids = [self.chars_.get(char, UNK) for char in token[: self.max_chars]]
+            ids = self.chars_.encode(token[: self.max_chars])
             chars[position, : len(ids)] = ids
         return words, chars
 
     def _batch(self, encoded: list[tuple[np.ndarray, np.ndarray]]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(words (B, T), chars (B, T, K), dictionary tags (B, T), lengths (B,))``."""
-        lengths = torch.tensor([len(w) for w, _ in encoded], dtype=torch.int64)
-        steps, width = int(lengths.max()), encoded[0][1].shape[1]
-        words = torch.zeros(len(encoded), steps, dtype=torch.int64)
-        chars = torch.zeros(len(encoded), steps, width, dtype=torch.int64)
-        for row, (w, c) in enumerate(encoded):
-            words[row, : len(w)] = torch.from_numpy(w)
-            chars[row, : len(w)] = torch.from_numpy(c)
+        words, lengths = pad_sequences([w for w, _ in encoded], torch.int64)  # (B, T), (B,)
+        chars, _ = pad_sequences([c for _, c in encoded], torch.int64)  # (B, T, K)
         return words, chars, self.dictionary_[words], lengths
 
-    def fit(self, X: Sequence[Sequence[str]], y: Sequence[Sequence[str]]) -> SequenceTagger:
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.string = True
+        return tags
+
+    def fit(self, X: Sequence[Sequence[str]], y: Sequence[Sequence[str]] | None = None) -> SequenceTagger:
         sentences = _check_sentences(X, "SequenceTagger")
+        if y is None:
+            raise ValueError(
+                "SequenceTagger requires y to be passed, but the target y is None: call fit(X, y) with one tag "
+                "list per sentence"
+            )
         tag_lists = _check_sentences(y, "SequenceTagger", "y")
         if len(sentences) != len(tag_lists):
             raise ValueError(f"SequenceTagger got {len(sentences)} sentences but {len(tag_lists)} tag lists")
         for index, (tokens, tags) in enumerate(zip(sentences, tag_lists)):
             if len(tokens) != len(tags):
                 raise ValueError(f"SequenceTagger: sentence {index} has {len(tokens)} tokens but {len(tags)} tags")
-        self._seed()
-        word_counts = Counter(token for sentence in sentences for token in sentence)
-        char_counts: Counter = Counter()
-        for token, count in word_counts.items():
-            for char in token:
-                char_counts[char] += count
-        frequent_words = sorted(w for w, n in word_counts.items() if n >= self.min_count)
-        self.words_ = {word: index + 2 for index, word in enumerate(frequent_words)}
-        self.chars_ = {
-            char: index + 2 for index, char in enumerate(sorted(c for c, n in char_counts.items() if n >= 2))
-        }
-        self.tags_ = sorted({tag for tags in tag_lists for tag in tags})
+        flat_tags = [tag for tags in tag_lists for tag in tags]
+        tag_set = set(check_labels(flat_tags, "SequenceTagger", len(flat_tags), "tokens").tolist())
+        self._prepare_fit("embedding_size", "hidden_size", "num_layers", "max_chars", "chunk_length")
+        self.words_ = WordTokenizer.train(sentences, SPECIALS, min_count=self.min_count)
+        self.chars_ = CharTokenizer.train((token for sentence in sentences for token in sentence), SPECIALS, 2)
+        self.tags_ = sorted(tag_set)
         tag_index = {tag: index for index, tag in enumerate(self.tags_)}
         tag_counts: dict[str, Counter] = {}
         for tokens, tags in zip(sentences, tag_lists):
             for token, tag in zip(tokens, tags):
-                if token in self.words_:
+                if token in self.words_.index:
                     tag_counts.setdefault(token, Counter())[tag] += 1
-        self.dictionary_ = torch.full((len(self.words_) + 2,), UNK, dtype=torch.int64)  # by word id; PAD stays 0
+        self.dictionary_ = torch.full((self.words_.vocab_size,), UNK, dtype=torch.int64)  # by word id; PAD stays 0
         self.dictionary_[PAD] = PAD
         for token, counts in tag_counts.items():
-            self.dictionary_[self.words_[token]] = tag_index[counts.most_common(1)[0][0]] + 2
+            self.dictionary_[self.words_.index[token]] = tag_index[counts.most_common(1)[0][0]] + 2
         chunks = self._chunks(sentences)
         encoded = [self._encode(sentences[i][a:b]) for i, a, b in chunks]
         targets = [np.array([tag_index[t] for t in tag_lists[i][a:b]], dtype=np.int64) for i, a, b in chunks]
 
         def make_batch(indices: np.ndarray) -> tuple:
             words, chars, dictionary, lengths = self._batch([encoded[i] for i in indices])
-            gold = torch.zeros_like(words)
-            for row, i in enumerate(indices):
-                gold[row, : len(targets[i])] = torch.from_numpy(targets[i])
-            mask = torch.arange(words.shape[1])[None, :] < lengths[:, None]  # (B, T)
+            gold, _ = pad_sequences([targets[i] for i in indices], torch.int64)  # (B, T)
+            mask = lengths_to_mask(lengths, words.shape[1])  # (B, T)
             return (words, chars, dictionary, lengths), gold, mask
 
-        self.module_ = WordCharBiGRU(
-            len(self.words_) + 2,
-            len(self.chars_) + 2,
+        self.module_ = self._network()
+        batches = BucketBatches(
+            len(chunks),
+            self.batch_size,
+            make_batch,
+            lengths=np.array([b - a for _, a, b in chunks]),
+            shuffle=True,
+            seed=self.random_state,
+        )
+        self._train(self.module_, batches, cross_entropy, [SparseCategoricalAccuracy()])
+        return self
+
+    def _fitted_config(self) -> tuple[dict, dict[str, bytes]]:
+        files = {
+            "word_tokenizer.json": self.words_.to_json().encode("utf-8"),
+            "char_tokenizer.json": self.chars_.to_json().encode("utf-8"),
+        }
+        return {"tags": self.tags_, "dictionary": self.dictionary_.tolist()}, files
+
+    def _restore(self, fitted: dict, files: dict[str, bytes]) -> None:
+        self.tags_ = fitted["tags"]
+        self.words_ = tokenizer_from_json(files["word_tokenizer.json"].decode("utf-8"))
+        self.chars_ = tokenizer_from_json(files["char_tokenizer.json"].decode("utf-8"))
+        self.dictionary_ = torch.tensor(fitted["dictionary"], dtype=torch.int64)
+        self.module_ = self._network()
+
+    def _network(self) -> WordCharBiGRU:
+        return WordCharBiGRU(
+            self.words_.vocab_size,
+            self.chars_.vocab_size,
             len(self.tags_),
             self.embedding_size,
             self.hidden_size,
@@ -203,16 +244,6 @@ class SequenceTagger(GRUEstimator):
             self.dropout,
             self.cell,
         )
-        batches = Batches(
-            make_batch,
-            len(chunks),
-            self.batch_size,
-            shuffle=True,
-            seed=self.random_state,
-            lengths=np.array([b - a for _, a, b in chunks]),
-        )
-        self._train(self.module_, batches, cross_entropy, [SparseCategoricalAccuracy()])
-        return self
 
     @torch.no_grad()
     def predict(self, X: Sequence[Sequence[str]]) -> list[list[str]]:

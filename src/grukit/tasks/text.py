@@ -10,7 +10,6 @@ For token ids ``w_1..w_T`` of one text::
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -19,56 +18,43 @@ from sklearn.base import ClassifierMixin
 from sklearn.preprocessing import LabelEncoder
 from torch import Tensor, nn
 
-from grukit.tasks._base import Batches, GRUEstimator, cross_entropy, masked_mean_max, recurrent_layer, run_recurrent
+from grukit.tasks._base import (
+    GRUEstimator,
+    check_labels,
+    check_texts,
+    cross_entropy,
+    labels_from_json,
+    labels_to_json,
+    masked_mean_max,
+    recurrent_layer,
+    run_recurrent,
+)
+from grukit.text import BPETokenizer, BucketBatches, CharTokenizer, pad_sequences, tokenizer_from_files
 from grukit.train.metrics import SparseCategoricalAccuracy
 
 TOKENS = ("char", "bpe")
 PAD, UNK = 0, 1
+SPECIALS = {"pad": "<pad>", "unk": "<unk>"}
 
 
-class TextEncoder:
-    """Text → token ids: characters seen at least ``min_count`` times, or a byte-pair encoding learned on the
-    training texts with Hugging Face ``tokenizers``. Id 0 pads, id 1 is unknown. ``len(encoder)`` is the
-    vocabulary size."""
+def train_text_tokenizer(
+    kind: str, texts: Sequence[str], vocab_size: int, min_count: int = 2
+) -> CharTokenizer | BPETokenizer:
+    """The tokenizer :class:`TextClassifier` learns on its training texts: the ``vocab_size − 2`` most frequent
+    characters seen at least ``min_count`` times, or a lowercased byte-pair encoding of at most ``vocab_size``
+    symbols (Hugging Face ``tokenizers``). Id 0 pads, id 1 is unknown."""
+    if kind not in TOKENS:
+        raise ValueError(f"expected tokens in {TOKENS}, got {kind!r}")
+    if kind == "char":
+        return CharTokenizer.train(texts, SPECIALS, min_count=min_count, max_size=vocab_size, order="frequency")
+    return BPETokenizer.train(
+        texts, vocab_size, min_frequency=min_count, specials=tuple(SPECIALS), byte_level=False, lowercase=True
+    )
 
-    def __init__(self, kind: str, vocab_size: int, min_count: int = 2) -> None:
-        if kind not in TOKENS:
-            raise ValueError(f"expected tokens in {TOKENS}, got {kind!r}")
-        self.kind, self.vocab_size, self.min_count = kind, vocab_size, min_count
 
-    def fit(self, texts: Sequence[str]) -> TextEncoder:
-        if self.kind == "char":
-            counts = Counter(char for text in texts for char in text)
-            frequent = [char for char, n in counts.most_common(self.vocab_size - 2) if n >= self.min_count]
-            self.vocabulary = {char: index + 2 for index, char in enumerate(frequent)}
-            self.size = len(self.vocabulary) + 2
-            return self
-        from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-
-        tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
-        tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
-        tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-        trainer = trainers.BpeTrainer(
-            vocab_size=self.vocab_size,
-            min_frequency=self.min_count,
-            special_tokens=["[PAD]", "[UNK]"],
-            show_progress=False,
-        )
-        tokenizer.train_from_iterator(texts, trainer)
-        self.tokenizer = tokenizer
-        self.size = tokenizer.get_vocab_size()
-        return self
-
-    def __len__(self) -> int:
-        return self.size
-
-    def encode(self, texts: Sequence[str], max_length: int) -> list[np.ndarray]:
-        """Ids of each text, cut to ``max_length``; an empty text becomes ``[UNK]`` (a sequence needs a step)."""
-        if self.kind == "char":
-            ids = [[self.vocabulary.get(char, UNK) for char in text[:max_length]] for text in texts]
-        else:
-            ids = [encoding.ids[:max_length] for encoding in self.tokenizer.encode_batch(list(texts))]
-        return [np.asarray(row or [UNK], dtype=np.int64) for row in ids]
+def encode_texts(tokenizer: CharTokenizer | BPETokenizer, texts: Sequence[str], max_length: int) -> list[np.ndarray]:
+    """Ids of each text, cut to ``max_length``; an empty text becomes ``[UNK]`` (a sequence needs a step)."""
+    return [np.asarray(ids[:max_length] or [UNK], dtype=np.int64) for ids in tokenizer.encode_batch(list(texts))]
 
 
 class BiGRUPool(nn.Module):
@@ -88,26 +74,6 @@ class BiGRUPool(nn.Module):
         return self.head(self.dropout(masked_mean_max(outputs, lengths)))  # (B, classes)
 
 
-def _pad_ids(rows: list[np.ndarray]) -> tuple[Tensor, Tensor]:
-    lengths = torch.tensor([len(r) for r in rows], dtype=torch.int64)
-    ids = torch.zeros(len(rows), int(lengths.max()), dtype=torch.int64)
-    for index, row in enumerate(rows):
-        ids[index, : len(row)] = torch.from_numpy(row)
-    return ids, lengths
-
-
-def check_texts(texts: Sequence[str], owner: str) -> list[str]:
-    if isinstance(texts, str):
-        raise TypeError(f"{owner} expected a list of texts, got a single string")
-    texts = list(texts)
-    bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
-    if bad is not None:
-        raise TypeError(f"{owner} expected every text to be a str, text {bad} is {type(texts[bad]).__name__}")
-    if not texts:
-        raise ValueError(f"{owner} got no texts")
-    return texts
-
-
 class TextClassifier(ClassifierMixin, GRUEstimator):
     """Classify texts (any language, any labels) with a BiGRU over characters or BPE tokens.
 
@@ -117,6 +83,9 @@ class TextClassifier(ClassifierMixin, GRUEstimator):
         max_length: tokens read per text (the rest is cut).
         embedding_size, hidden_size, dropout, cell: the network (``cell="lstm"`` for comparisons).
         epochs, batch_size, learning_rate, random_state, verbose: training.
+
+    ``texts`` is a list of strings, a ``pandas.Series`` or a one-column ``DataFrame`` of them; labels are all
+    strings or all numbers (whole ones).
 
     Fitted: ``classes_``, ``encoder_`` (the tokenizer), ``module_``, ``history_``.
     """
@@ -149,41 +118,58 @@ class TextClassifier(ClassifierMixin, GRUEstimator):
         self.random_state = random_state
         self.verbose = verbose
 
-    def fit(self, texts: Sequence[str], y: Sequence) -> TextClassifier:
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.string = True
+        return tags
+
+    def fit(self, texts: Sequence[str], y: Sequence | None = None) -> TextClassifier:
         texts = check_texts(texts, "TextClassifier")
-        y = np.asarray(y)
-        if len(y) != len(texts):
-            raise ValueError(f"TextClassifier got {len(texts)} texts but {len(y)} labels")
-        self._seed()
+        y = check_labels(y, "TextClassifier", len(texts), "texts")
+        self._prepare_fit("vocab_size", "max_length", "embedding_size", "hidden_size")
         self.label_encoder_ = LabelEncoder().fit(y)
         self.classes_ = self.label_encoder_.classes_
         targets = torch.as_tensor(self.label_encoder_.transform(y), dtype=torch.int64)
-        self.encoder_ = TextEncoder(self.tokens, self.vocab_size).fit(texts)
-        rows = self.encoder_.encode(texts, self.max_length)
+        self.encoder_ = train_text_tokenizer(self.tokens, texts, self.vocab_size)
+        rows = encode_texts(self.encoder_, texts, self.max_length)
         self.module_ = BiGRUPool(
-            len(self.encoder_), len(self.classes_), self.embedding_size, self.hidden_size, self.dropout, self.cell
+            self.encoder_.vocab_size, len(self.classes_), self.embedding_size, self.hidden_size, self.dropout, self.cell
         )
-        batches = Batches(
-            lambda idx: (_pad_ids([rows[i] for i in idx]), targets[idx]),
+        batches = BucketBatches(
             len(rows),
             self.batch_size,
+            lambda idx: (pad_sequences([rows[i] for i in idx], torch.int64), targets[idx]),
+            lengths=np.array([len(r) for r in rows]),
             shuffle=True,
             seed=self.random_state,
-            lengths=np.array([len(r) for r in rows]),
         )
         self._train(self.module_, batches, cross_entropy, [SparseCategoricalAccuracy()])
         return self
+
+    def _fitted_config(self) -> tuple[dict, dict[str, bytes]]:
+        return {"classes": labels_to_json(self.classes_)}, self.encoder_.files()
+
+    def _restore(self, fitted: dict, files: dict[str, bytes]) -> None:
+        self.label_encoder_ = LabelEncoder()
+        self.classes_ = self.label_encoder_.classes_ = labels_from_json(fitted["classes"])
+        self.encoder_ = tokenizer_from_files(files)
+        if self.encoder_ is None:
+            raise KeyError("the tokenizer file (char_tokenizer.json or tokenizer.json)")
+        self.module_ = BiGRUPool(
+            self.encoder_.vocab_size, len(self.classes_), self.embedding_size, self.hidden_size, self.dropout, self.cell
+        )
 
     @torch.no_grad()
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """Class probabilities ``(n, len(classes_))``."""
         self._check_fitted("predict_proba")
-        rows = self.encoder_.encode(check_texts(texts, "TextClassifier"), self.max_length)
+        rows = encode_texts(self.encoder_, check_texts(texts, "TextClassifier"), self.max_length)
         order = np.argsort([len(r) for r in rows], kind="stable")  # batch similar lengths together
         probabilities = np.zeros((len(rows), len(self.classes_)), dtype=np.float32)
         for start in range(0, len(rows), 256):
             chosen = order[start : start + 256]
-            logits = self.module_(*_pad_ids([rows[i] for i in chosen]))
+            logits = self.module_(*pad_sequences([rows[i] for i in chosen], torch.int64))
             probabilities[chosen] = torch.softmax(logits, dim=-1).numpy()
         return probabilities
 

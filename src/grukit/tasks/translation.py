@@ -13,7 +13,6 @@ Source tokens ``x_1..x_S``, target tokens ``y_1..y_T`` (with ``y_0 = <bos>``, ``
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,37 +20,27 @@ import torch
 from torch import Tensor, nn
 
 from grukit.nn import GRUCell, LSTMCell
-from grukit.tasks._base import Batches, GRUEstimator, cross_entropy, recurrent_layer, run_recurrent
+from grukit.tasks._base import GRUEstimator, check_texts, cross_entropy, recurrent_layer, run_recurrent
+from grukit.text import (
+    BucketBatches,
+    CharTokenizer,
+    WordTokenizer,
+    lengths_to_mask,
+    pad_sequences,
+    tokenizer_from_json,
+)
 from grukit.train.metrics import SparseCategoricalAccuracy
 
 TOKENS = ("char", "word")
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
-SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
+SPECIALS = {"pad": "<pad>", "unk": "<unk>", "bos": "<bos>", "eos": "<eos>"}  # ids 0-3
 
 
-class Vocabulary:
-    """Characters, or whitespace-separated words, seen in training; ids 0-3 are ``SPECIALS``."""
-
-    def __init__(self, kind: str, texts: Sequence[str]) -> None:
-        if kind not in TOKENS:
-            raise ValueError(f"expected tokens in {TOKENS}, got {kind!r}")
-        self.kind = kind
-        counts = Counter(token for text in texts for token in self.split(text))
-        self.items = list(SPECIALS) + sorted(counts)
-        self.index = {token: i for i, token in enumerate(self.items)}
-
-    def split(self, text: str) -> list[str]:
-        return list(text) if self.kind == "char" else text.split()
-
-    def encode(self, text: str, max_length: int) -> list[int]:
-        return [self.index.get(token, UNK) for token in self.split(text)[:max_length]]
-
-    def decode(self, ids: Sequence[int]) -> str:
-        tokens = [self.items[i] for i in ids if i not in (PAD, BOS, EOS)]
-        return ("" if self.kind == "char" else " ").join(tokens)
-
-    def __len__(self) -> int:
-        return len(self.items)
+def train_vocabulary(kind: str, texts: Sequence[str]) -> CharTokenizer | WordTokenizer:
+    """The characters, or whitespace-separated words, of ``texts``, sorted; ids 0-3 are ``SPECIALS``."""
+    if kind not in TOKENS:
+        raise ValueError(f"expected tokens in {TOKENS}, got {kind!r}")
+    return (CharTokenizer if kind == "char" else WordTokenizer).train(texts, SPECIALS)
 
 
 class AttentionSeq2Seq(nn.Module):
@@ -78,7 +67,7 @@ class AttentionSeq2Seq(nn.Module):
         state = torch.tanh(self.bridge(torch.cat([h_n[0], h_n[1]], dim=-1)))  # (B, H)
         if self.cell_kind == "lstm":
             state = (state, torch.zeros_like(state))
-        mask = torch.arange(src.shape[1])[None, :] < lengths[:, None]
+        mask = lengths_to_mask(lengths, src.shape[1])  # (B, S)
         return outputs, self.attend_source(outputs), mask, state
 
     def step(
@@ -106,13 +95,8 @@ class AttentionSeq2Seq(nn.Module):
 
 
 def _pad_rows(rows: list[list[int]]) -> tuple[Tensor, Tensor]:
-    lengths = torch.tensor([max(len(r), 1) for r in rows], dtype=torch.int64)
-    ids = torch.zeros(len(rows), int(lengths.max()), dtype=torch.int64)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row, dtype=torch.int64)
-        if not row:
-            ids[i, 0] = UNK  # an empty source still needs one step
-    return ids, lengths
+    """``(ids (B, T), lengths (B,))``; an empty row becomes ``[<unk>]`` (a source needs one step)."""
+    return pad_sequences([row or [UNK] for row in rows], torch.int64)
 
 
 class Translator(GRUEstimator):
@@ -162,27 +146,31 @@ class Translator(GRUEstimator):
 
     @staticmethod
     def _check_texts(texts: Sequence[str], what: str) -> list[str]:
-        if isinstance(texts, str):
-            raise TypeError(f"Translator expected {what} as a list of strings, got a single string")
-        texts = list(texts)
-        if not texts:
-            raise ValueError(f"Translator got no {what}")
-        bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
-        if bad is not None:
-            raise TypeError(f"Translator expected {what}[{bad}] to be a str, got {type(texts[bad]).__name__}")
-        return texts
+        return check_texts(texts, "Translator", what)
 
-    def fit(self, X: Sequence[str], y: Sequence[str]) -> Translator:
-        sources, targets = self._check_texts(X, "sources"), self._check_texts(y, "targets")
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.string = True
+        return tags
+
+    def fit(self, X: Sequence[str], y: Sequence[str] | None = None) -> Translator:
+        sources = self._check_texts(X, "sources")
+        if y is None:
+            raise ValueError(
+                "Translator requires y to be passed, but the target y is None: call fit(X, y) with one target "
+                "text per source text"
+            )
+        targets = self._check_texts(y, "targets")
         if len(sources) != len(targets):
             raise ValueError(f"Translator got {len(sources)} sources but {len(targets)} targets")
         if self.cell not in ("gru", "lstm"):
             raise ValueError(f"Translator expected cell in ('gru', 'lstm'), got {self.cell!r}")
-        self._seed()
-        self.source_vocabulary_ = Vocabulary(self.tokens, sources)
-        self.target_vocabulary_ = Vocabulary(self.tokens, targets)
-        source_rows = [self.source_vocabulary_.encode(s, self.max_length) for s in sources]
-        target_rows = [self.target_vocabulary_.encode(t, self.max_length) for t in targets]
+        self._prepare_fit("embedding_size", "hidden_size", "max_length")
+        self.source_vocabulary_ = train_vocabulary(self.tokens, sources)
+        self.target_vocabulary_ = train_vocabulary(self.tokens, targets)
+        source_rows = [self.source_vocabulary_.encode(s)[: self.max_length] for s in sources]
+        target_rows = [self.target_vocabulary_.encode(t)[: self.max_length] for t in targets]
         self.max_output_length_ = 2 * max(len(r) for r in target_rows) + 1
 
         def make_batch(indices: np.ndarray) -> tuple:
@@ -191,24 +179,40 @@ class Translator(GRUEstimator):
             tgt_in, tgt_out = full[:, :-1], full[:, 1:]
             return (src, lengths, tgt_in), tgt_out, tgt_out != PAD
 
-        self.module_ = AttentionSeq2Seq(
-            len(self.source_vocabulary_),
-            len(self.target_vocabulary_),
+        self.module_ = self._network()
+        batches = BucketBatches(
+            len(sources),
+            self.batch_size,
+            make_batch,
+            lengths=np.array([len(r) for r in source_rows]),
+            shuffle=True,
+            seed=self.random_state,
+        )
+        self._train(self.module_, batches, cross_entropy, [SparseCategoricalAccuracy()])
+        return self
+
+    def _network(self) -> AttentionSeq2Seq:
+        return AttentionSeq2Seq(
+            self.source_vocabulary_.vocab_size,
+            self.target_vocabulary_.vocab_size,
             self.embedding_size,
             self.hidden_size,
             self.dropout,
             self.cell,
         )
-        batches = Batches(
-            make_batch,
-            len(sources),
-            self.batch_size,
-            shuffle=True,
-            seed=self.random_state,
-            lengths=np.array([len(r) for r in source_rows]),
-        )
-        self._train(self.module_, batches, cross_entropy, [SparseCategoricalAccuracy()])
-        return self
+
+    def _fitted_config(self) -> tuple[dict, dict[str, bytes]]:
+        files = {
+            "source_tokenizer.json": self.source_vocabulary_.to_json().encode("utf-8"),
+            "target_tokenizer.json": self.target_vocabulary_.to_json().encode("utf-8"),
+        }
+        return {"max_output_length": self.max_output_length_}, files
+
+    def _restore(self, fitted: dict, files: dict[str, bytes]) -> None:
+        self.source_vocabulary_ = tokenizer_from_json(files["source_tokenizer.json"].decode("utf-8"))
+        self.target_vocabulary_ = tokenizer_from_json(files["target_tokenizer.json"].decode("utf-8"))
+        self.max_output_length_ = fitted["max_output_length"]
+        self.module_ = self._network()
 
     @torch.no_grad()
     def _greedy(self, src: Tensor, lengths: Tensor) -> list[list[int]]:
@@ -271,7 +275,7 @@ class Translator(GRUEstimator):
         if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
             raise ValueError(f"Translator expected beam_size to be a positive integer, got {beam_size!r}")
         sources = self._check_texts(X, "sources")
-        rows = [self.source_vocabulary_.encode(s, self.max_length) for s in sources]
+        rows = [self.source_vocabulary_.encode(s)[: self.max_length] for s in sources]
         decoded: list[list[int]] = []
         if beam_size == 1:
             for start in range(0, len(rows), 256):

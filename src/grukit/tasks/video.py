@@ -16,7 +16,15 @@ from sklearn.base import ClassifierMixin
 from sklearn.preprocessing import LabelEncoder
 from torch import Tensor, nn
 
-from grukit.tasks._base import Batches, GRUEstimator, recurrent_layer, run_recurrent
+from grukit.tasks._base import (
+    GRUEstimator,
+    check_labels,
+    labels_from_json,
+    labels_to_json,
+    recurrent_layer,
+    run_recurrent,
+)
+from grukit.text import BucketBatches
 
 
 class FrameCNNGRU(nn.Module):
@@ -86,16 +94,23 @@ class VideoClassifier(ClassifierMixin, GRUEstimator):
             )
         if shape is not None and clips.shape[2:] != shape:
             raise ValueError(f"VideoClassifier was fitted on frames of shape {shape}, got {clips.shape[2:]}")
+        if not np.isfinite(clips).all():
+            bad = int(np.flatnonzero(~np.isfinite(clips).reshape(len(clips), -1).all(1))[0])
+            raise ValueError(f"VideoClassifier got NaN or inf pixel values in clip {bad}; every value must be finite")
         return torch.from_numpy(clips)
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> VideoClassifier:
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.target_tags.multi_output = True
+        return tags
+
+    def fit(self, X: np.ndarray, y: np.ndarray | None = None) -> VideoClassifier:
         clips = self._check_clips(X)
-        labels = np.asarray(y)
+        labels = check_labels(y, "VideoClassifier", len(clips), "clips", multi_output=True)
         self.multi_output_ = labels.ndim == 2
         columns = labels if self.multi_output_ else labels[:, None]
-        if len(columns) != len(clips):
-            raise ValueError(f"VideoClassifier got {len(clips)} clips but {len(columns)} labels")
-        self._seed()
+        self._prepare_fit("features", "hidden_size")
         self.encoders_ = [LabelEncoder().fit(columns[:, k]) for k in range(columns.shape[1])]
         self.classes_ = [encoder.classes_ for encoder in self.encoders_]
         self.frame_shape_ = tuple(clips.shape[2:])
@@ -106,14 +121,34 @@ class VideoClassifier(ClassifierMixin, GRUEstimator):
             pieces = outputs.split(sizes, dim=-1)
             return sum(nn.functional.cross_entropy(piece, gold[:, k]) for k, piece in enumerate(pieces))
 
-        self.module_ = FrameCNNGRU(
-            clips.shape[2], clips.shape[3], clips.shape[4], self.features, self.hidden_size, sizes, self.cell
-        )
-        batches = Batches(
-            lambda idx: (clips[idx], targets[idx]), len(clips), self.batch_size, shuffle=True, seed=self.random_state
+        self.module_ = self._network()
+        batches = BucketBatches(
+            len(clips), self.batch_size, lambda idx: (clips[idx], targets[idx]), shuffle=True, seed=self.random_state
         )
         self._train(self.module_, batches, loss)
         return self
+
+    def _network(self) -> FrameCNNGRU:
+        channels, height, width = self.frame_shape_
+        sizes = [len(c) for c in self.classes_]
+        return FrameCNNGRU(channels, height, width, self.features, self.hidden_size, sizes, self.cell)
+
+    def _fitted_config(self) -> tuple[dict, dict[str, bytes]]:
+        return {
+            "classes": [labels_to_json(classes) for classes in self.classes_],
+            "multi_output": self.multi_output_,
+            "frame_shape": list(self.frame_shape_),
+        }, {}
+
+    def _restore(self, fitted: dict, files: dict[str, bytes]) -> None:
+        self.classes_ = [labels_from_json(entry) for entry in fitted["classes"]]
+        self.encoders_ = []
+        for classes in self.classes_:
+            encoder = LabelEncoder()
+            encoder.classes_ = classes
+            self.encoders_.append(encoder)
+        self.multi_output_, self.frame_shape_ = fitted["multi_output"], tuple(fitted["frame_shape"])
+        self.module_ = self._network()
 
     @torch.no_grad()
     def predict(self, X: np.ndarray) -> np.ndarray:

@@ -1,9 +1,14 @@
-"""Callbacks with Keras' names and behaviour, and the :class:`History` that ``fit`` returns.
+r"""Callbacks with Keras' names and behaviour, and the :class:`History` that ``fit`` returns.
 
 A callback sees the :class:`~grukit.train.Trainer` as ``self.trainer`` (``trainer.model``,
-``trainer.optimizer``, ``trainer.stop_training``) and ``logs`` such as ``{"loss": 0.41, "accuracy": 0.88,
-"val_loss": 0.45, "val_accuracy": 0.86}``. Epochs passed to hooks count from 0, as in Keras; file names
-and logs written for people count from 1.
+``trainer.optimizer``, ``trainer.step``, ``trainer.total_steps``, ``trainer.stop_training``) and ``logs``
+such as ``{"loss": 0.41, "accuracy": 0.88, "val_loss": 0.45, "val_accuracy": 0.86}``. Epochs passed to hooks
+count from 0, as in Keras; file names and logs written for people count from 1.
+
+Learning-rate schedules act per optimizer step: before step ``s`` (from 0) each parameter group's rate is
+set to its own base rate times a multiplier ``m(s)``, so discriminative rates (one base rate per group) keep
+their ratios. The base rate is the group's ``lr`` when training first began, kept in the group as
+``initial_lr`` (as torch's schedulers do), so it travels with the optimizer in a checkpoint.
 """
 
 from __future__ import annotations
@@ -12,8 +17,11 @@ import copy
 import csv
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+
+from torch import nn
+from tqdm.auto import tqdm
 
 
 class History:
@@ -55,7 +63,13 @@ class History:
 
 
 class Callback:
-    """Base class: override the hooks you need. ``epoch`` counts from 0; ``step`` is the global step."""
+    """Base class: override the hooks you need. ``epoch`` counts from 0.
+
+    ``on_batch_begin(step, logs)`` runs before each optimizer step with the steps taken so far (from 0);
+    ``on_batch_end(step, logs)`` after it with the count including it (from 1). With gradient accumulation a
+    "batch" here is the ``accumulate`` batches of one step. Batch logs hold the running epoch means
+    (``loss``, metrics), the step's own ``batch_loss`` and the ``learning_rate`` of the first group.
+    """
 
     trainer = None
 
@@ -65,6 +79,8 @@ class Callback:
     def on_train_begin(self, logs: dict) -> None: ...
 
     def on_epoch_begin(self, epoch: int, logs: dict) -> None: ...
+
+    def on_batch_begin(self, step: int, logs: dict) -> None: ...
 
     def on_batch_end(self, step: int, logs: dict) -> None: ...
 
@@ -230,37 +246,85 @@ class LearningRateScheduler(Callback):
 
 
 class CSVLogger(Callback):
-    """Write one CSV row per epoch (``epoch`` from 0, then every log) to ``filename``; ``append`` keeps an
-    existing file's rows."""
+    """Write one CSV row per epoch (``update_freq="epoch"``: columns ``epoch, step, …``) or per optimizer step
+    (``"batch"``: ``step, epoch, …``) to ``filename``; ``epoch`` counts from 0, ``step`` is the global step.
 
-    def __init__(self, filename: str | os.PathLike, separator: str = ",", append: bool = False) -> None:
+    Args:
+        columns: the log names to write, in order, or a mapping ``log name → column name``; ``None`` writes
+            every log of the first row, sorted.
+        append: keep an existing file's rows and columns; a run that continues from step ``s > 0`` (a
+            resumed checkpoint) drops the rows of later steps, which its interrupted predecessor wrote after
+            that checkpoint and which it writes again.
+    """
+
+    def __init__(
+        self,
+        filename: str | os.PathLike,
+        separator: str = ",",
+        append: bool = False,
+        update_freq: str = "epoch",
+        columns: Sequence[str] | Mapping[str, str] | None = None,
+    ) -> None:
+        if update_freq not in ("epoch", "batch"):
+            raise ValueError(f"CSVLogger expected update_freq 'epoch' or 'batch', got {update_freq!r}")
         self.filename = Path(filename)
         self.separator = separator
         self.append = append
+        self.update_freq = update_freq
+        self.columns = dict(columns) if isinstance(columns, Mapping) else None if columns is None else {
+            name: name for name in columns
+        }
         self.keys: list[str] | None = None
 
+    def _lead(self) -> list[str]:
+        return ["epoch", "step"] if self.update_freq == "epoch" else ["step", "epoch"]
+
     def on_train_begin(self, logs: dict) -> None:
-        self.keys = None
+        self.keys = None if self.columns is None else list(self.columns)
         if not self.append or not self.filename.exists():
             self.filename.parent.mkdir(parents=True, exist_ok=True)
             self.filename.write_text("")
+            return
+        with open(self.filename, newline="") as handle:
+            rows = list(csv.reader(handle, delimiter=self.separator))
+        if not rows or rows[0][:2] != self._lead():
+            return  # not a file this logger wrote: left as it is
+        if self.columns is None:
+            self.keys = rows[0][2:]
+        if self.trainer.step > 0:  # continuing: what was written after the checkpoint is written again
+            rows = rows[:1] + [row for row in rows[1:] if int(row[rows[0].index("step")]) <= self.trainer.step]
+            with open(self.filename, "w", newline="") as handle:
+                csv.writer(handle, delimiter=self.separator).writerows(rows)
 
-    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+    def _write(self, lead: list, logs: dict) -> None:
         write_header = self.filename.stat().st_size == 0
         if self.keys is None:
             self.keys = sorted(logs)
         with open(self.filename, "a", newline="") as handle:
             writer = csv.writer(handle, delimiter=self.separator)
             if write_header:
-                writer.writerow(["epoch", *self.keys])
-            writer.writerow([epoch, *(logs.get(k, "") for k in self.keys)])
+                names = self.keys if self.columns is None else [self.columns[k] for k in self.keys]
+                writer.writerow([*self._lead(), *names])
+            writer.writerow([*lead, *(logs.get(k, "") for k in self.keys)])
+
+    def on_batch_end(self, step: int, logs: dict) -> None:
+        if self.update_freq == "batch":
+            self._write([step, self.trainer.epoch], logs)
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        if self.update_freq == "epoch":
+            self._write([epoch, self.trainer.step], logs)
 
 
 class TensorBoard(Callback):
     """Write every epoch log as a TensorBoard scalar (``epoch_loss``, ``epoch_val_loss``, …) under
-    ``log_dir``. Needs the ``tensorboard`` package (``pip install 'grukit[logging]'``)."""
+    ``log_dir``, and with ``update_freq="batch"`` every step's logs too (``batch/batch_loss``,
+    ``batch/learning_rate``, ``batch/loss`` the running epoch mean, … at the global step). Needs the
+    ``tensorboard`` package (``pip install 'grukit[logging]'``)."""
 
-    def __init__(self, log_dir: str | os.PathLike = "logs") -> None:
+    def __init__(self, log_dir: str | os.PathLike = "logs", update_freq: str = "epoch") -> None:
+        if update_freq not in ("epoch", "batch"):
+            raise ValueError(f"TensorBoard expected update_freq 'epoch' or 'batch', got {update_freq!r}")
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as error:
@@ -269,11 +333,17 @@ class TensorBoard(Callback):
                 "(or pip install 'grukit[logging]')"
             ) from error
         self.log_dir = Path(log_dir)
+        self.update_freq = update_freq
         self.writer_class = SummaryWriter
         self.writer = None
 
     def on_train_begin(self, logs: dict) -> None:
         self.writer = self.writer_class(log_dir=str(self.log_dir))
+
+    def on_batch_end(self, step: int, logs: dict) -> None:
+        if self.update_freq == "batch":
+            for name, value in logs.items():
+                self.writer.add_scalar(f"batch/{name}", value, step)
 
     def on_epoch_end(self, epoch: int, logs: dict) -> None:
         for name, value in logs.items():
@@ -282,3 +352,165 @@ class TensorBoard(Callback):
 
     def on_train_end(self, logs: dict) -> None:
         self.writer.close()
+
+
+class ProgressBar(Callback):
+    """One tqdm bar over all optimizer steps of ``fit`` (``trainer.total_steps``, starting at a resumed run's
+    step), showing the step's loss; each epoch's logs are written under it as a line."""
+
+    def __init__(self, desc: str = "train") -> None:
+        self.desc = desc
+        self.bar = None
+
+    def on_train_begin(self, logs: dict) -> None:
+        self.bar = tqdm(total=self.trainer.total_steps, initial=self.trainer.step, desc=self.desc, unit="step")
+
+    def on_batch_end(self, step: int, logs: dict) -> None:
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{logs['batch_loss']:.4f}", refresh=False)
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        line = ", ".join(f"{name} {value:.4g}" for name, value in logs.items())
+        self.bar.write(f"epoch {epoch + 1} (step {self.trainer.step}): {line}")
+
+    def on_train_end(self, logs: dict) -> None:
+        self.bar.close()
+
+
+# Learning-rate schedules, per optimizer step -----------------------------------------------------------------
+def warmup_cosine(step: int, total: int, warmup: int, min_ratio: float = 0.0) -> float:
+    r"""The multiplier of linear warm-up then cosine decay at ``step`` (from 0) of ``total``::
+
+        m(s) = (s + 1) / W                                              s < W
+        m(s) = r + (1 − r) · ½ (1 + cos(π · min(1, (s − W) / max(1, S − W))))   otherwise
+
+    with ``W = warmup``, ``S = total`` and ``r = min_ratio`` (the floor the rate decays to, as a fraction).
+    """
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def slanted_triangular(step: int, total: int, cut_frac: float = 0.1, ratio: float = 32.0) -> float:
+    r"""ULMFiT's slanted triangular multiplier at ``step`` (from 0) of ``total`` (Howard & Ruder 2018, eq. 3)::
+
+        cut = max(1, ⌊S · cut_frac⌋)
+        p   = s / cut                                    s < cut
+              1 − (s − cut) / (cut · (1 / cut_frac − 1))   otherwise
+        m   = (1 + max(0, p) · (ratio − 1)) / ratio
+
+    a linear rise from ``1 / ratio`` to ``1`` over the first ``cut_frac`` of the steps, then a linear fall back.
+    """
+    cut = max(1, math.floor(total * cut_frac))
+    p = step / cut if step < cut else 1 - (step - cut) / (cut * (1 / cut_frac - 1))
+    return (1 + max(0.0, p) * (ratio - 1)) / ratio
+
+
+class StepSchedule(Callback):
+    """Base of the per-step schedules: before step ``s`` every group's ``lr = initial_lr · multiplier(s, S)``,
+    ``S`` being ``total_steps`` or, by default, the trainer's (epochs × steps per epoch, or ``max_steps``)."""
+
+    needs_total = True
+
+    def __init__(self, total_steps: int | None = None) -> None:
+        if total_steps is not None and (
+            isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1
+        ):
+            raise ValueError(
+                f"{type(self).__name__} expected total_steps to be a positive integer or None, got {total_steps!r}"
+            )
+        self.total_steps = total_steps
+
+    def multiplier(self, step: int, total: int) -> float:
+        raise NotImplementedError
+
+    def on_train_begin(self, logs: dict) -> None:
+        self.total = self.total_steps or self.trainer.total_steps
+        if self.total is None and self.needs_total:
+            raise ValueError(
+                f"{type(self).__name__} needs total_steps: the training batches have no len(), so the trainer "
+                "cannot count the steps; pass total_steps"
+            )
+        for group in self.trainer.optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+
+    def on_batch_begin(self, step: int, logs: dict) -> None:
+        factor = self.multiplier(step, self.total)
+        for group in self.trainer.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * factor
+
+
+class LinearWarmup(StepSchedule):
+    r"""Linear warm-up, then the base rate: ``m(s) = min(1, (s + 1) / W)`` with ``W = warmup_steps``."""
+
+    needs_total = False
+
+    def __init__(self, warmup_steps: int) -> None:
+        super().__init__()
+        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 1:
+            raise ValueError(f"LinearWarmup expected warmup_steps to be a positive integer, got {warmup_steps!r}")
+        self.warmup_steps = warmup_steps
+
+    def multiplier(self, step: int, total: int) -> float:
+        return min(1.0, (step + 1) / self.warmup_steps)
+
+
+class CosineSchedule(StepSchedule):
+    r"""Linear warm-up over ``warmup_steps``, then cosine decay to ``min_ratio`` of the base rate at the last
+    step: :func:`warmup_cosine`, ``m(s) = r + (1 − r) · ½ (1 + cos(π (s − W) / (S − W)))`` after warm-up."""
+
+    def __init__(self, warmup_steps: int = 0, min_ratio: float = 0.0, total_steps: int | None = None) -> None:
+        super().__init__(total_steps)
+        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+            raise ValueError(f"CosineSchedule expected warmup_steps to be an integer >= 0, got {warmup_steps!r}")
+        if not 0.0 <= min_ratio <= 1.0:
+            raise ValueError(f"CosineSchedule expected min_ratio in [0, 1], got {min_ratio!r}")
+        self.warmup_steps, self.min_ratio = warmup_steps, min_ratio
+
+    def multiplier(self, step: int, total: int) -> float:
+        return warmup_cosine(step, total, self.warmup_steps, self.min_ratio)
+
+
+class SlantedTriangular(StepSchedule):
+    r"""ULMFiT's slanted triangular rate (:func:`slanted_triangular`): from ``lr / ratio`` up to ``lr`` over the
+    first ``cut_frac`` of the steps, then linearly back down to ``lr / ratio``."""
+
+    def __init__(self, cut_frac: float = 0.1, ratio: float = 32.0, total_steps: int | None = None) -> None:
+        super().__init__(total_steps)
+        if not 0.0 < cut_frac < 1.0 or ratio < 1.0:
+            raise ValueError(f"SlantedTriangular expected 0 < cut_frac < 1 and ratio >= 1, got {cut_frac}, {ratio}")
+        self.cut_frac, self.ratio = cut_frac, ratio
+
+    def multiplier(self, step: int, total: int) -> float:
+        return slanted_triangular(step, total, self.cut_frac, self.ratio)
+
+
+class GradualUnfreezing(Callback):
+    """ULMFiT's gradual unfreezing: at epoch ``e`` (from 0) only the top ``e // every + 1`` of ``layer_groups``
+    (ordered bottom-up: embedding, …, head) train; the others get ``requires_grad=False``. Adds
+    ``trainable_groups`` to the epoch logs."""
+
+    def __init__(self, layer_groups: Sequence[Sequence[nn.Parameter]], every: int = 1) -> None:
+        if not layer_groups:
+            raise ValueError("GradualUnfreezing expected at least one layer group, got none")
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"GradualUnfreezing expected every to be a positive integer, got {every!r}")
+        self.layer_groups = [list(group) for group in layer_groups]
+        self.every = every
+        self.trainable = 0
+
+    def apply(self, epoch: int) -> int:
+        """Freeze and unfreeze for ``epoch``; returns how many groups (from the top) train."""
+        self.trainable = min(len(self.layer_groups), epoch // self.every + 1)
+        first = len(self.layer_groups) - self.trainable
+        for k, group in enumerate(self.layer_groups):
+            for parameter in group:
+                parameter.requires_grad_(k >= first)
+        return self.trainable
+
+    def on_epoch_begin(self, epoch: int, logs: dict) -> None:
+        self.apply(epoch)
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        logs["trainable_groups"] = self.trainable

@@ -2,7 +2,7 @@
 count, measuring parameters, training time, inference time and the task's score. Writes
 ``docs/gru-vs-lstm.md`` with a plot (``docs/gru-vs-lstm.png``) and an answer drawn from the numbers.
 
-    python -m grukit.tasks.compare [--output docs/gru-vs-lstm.md] [--seed 0]
+    python -m benchmarks.gru_vs_lstm [--output docs/gru-vs-lstm.md] [--seed 0]
 
 Equal parameter count: a GRU layer has ``3 (H I + H² + 2H)`` weights per direction, an LSTM ``4 (H I + H² + 2H)``;
 the LSTM's ``H'`` is the integer that makes its count closest to the GRU's for the same input size ``I``.
@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.machine import machine_line
+from benchmarks.results import chosen_tasks
 from grukit import datasets
 from grukit.tasks.forecasting import Forecaster
-from grukit.tasks.results import chosen_tasks, machine
 from grukit.tasks.sequence import SequenceClassifier
 from grukit.tasks.text import TextClassifier
 from grukit.tasks.translation import Translator
@@ -195,12 +196,13 @@ def plot(tasks: list[Task], path: Path) -> None:
     plt.close(figure)
 
 
-def render(tasks: list[Task], image: str, seed: int, wall: float) -> str:
+def render(tasks: list[Task], image: str, seed: int, wall: float, machine: str) -> str:
+    """The page: the machine, one table per task, then which cell to choose, drawn from the numbers."""
     lines = [
         "# GRU or LSTM?",
         "",
-        "Written by `make compare` (`python -m grukit.tasks.compare`); every number below was measured by it.",
-        f"Machine: {machine()}. Seed {seed}; wall time {wall / 60:.1f} min; load average {os.getloadavg()[0]:.1f} "
+        "Written by `make compare` (`python -m benchmarks.gru_vs_lstm`); every number below was measured by it.",
+        f"Machine: {machine}. Seed {seed}; wall time {wall / 60:.1f} min; load average {os.getloadavg()[0]:.1f} "
         "at the end. Times are wall-clock, so compare them within a task, not across tasks.",
         "",
         f"![GRU vs LSTM: score, training and inference time]({image})",
@@ -264,13 +266,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     chosen = chosen_tasks(parser, args.only, TASKS)
     torch.set_num_threads(args.threads)
+    machine = machine_line()
     start = time.perf_counter()
     tasks = [TASKS[name](args.seed) for name in chosen]
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     image = output.with_suffix(".png")
     plot(tasks, image)
-    output.write_text(render(tasks, image.name, args.seed, time.perf_counter() - start), encoding="utf-8")
+    output.write_text(render(tasks, image.name, args.seed, time.perf_counter() - start, machine), encoding="utf-8")
     print(output.read_text(encoding="utf-8"))
     return 0
 

@@ -9,9 +9,9 @@
 
 Every stage stores its result under ``--out`` and is skipped when rerun, so an interrupted run continues.
 
-    python scripts/finetuning_report.py                      # the run docs/finetuning.md reports
-    python scripts/finetuning_report.py --pretrain-steps 6000 --adapt-steps 1000 --full-epochs 6 \\
-        --config scripts/configs/kjv_bpe_large.json --out runs/finetuning-large   # a bigger one
+    python -m benchmarks.finetuning_report                   # the run docs/finetuning.md reports
+    python -m benchmarks.finetuning_report --pretrain-steps 6000 --adapt-steps 1000 --full-epochs 6 \\
+        --config benchmarks/configs/kjv_bpe_large.json --out runs/finetuning-large   # a bigger one
 """
 
 from __future__ import annotations
@@ -20,18 +20,17 @@ import argparse
 import csv
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import torch
 
+from benchmarks.machine import machine_line
 from grukit.cli import main as grukit
-from grukit.datasets import load_rotten_tomatoes
+from grukit.datasets import load_rotten_tomatoes, split_labelled
 from grukit.lm import GRULanguageModel
 from grukit.lm.classifier import ClassifierTraining, GRUClassifier, finetune_classifier, predict
-from grukit.lm.commands import split_labelled
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("scratch", "full", "lora")
@@ -39,26 +38,14 @@ METHOD_NAMES = {"full": "full fine-tuning", "lora": "LoRA"}
 BASE_LR = {"scratch": 3e-3, "full": 5e-3, "lora": 5e-3}  # peak rates, fixed before any result was seen
 
 
-def machine() -> str:
-    cpu = "unknown CPU"
-    if Path("/proc/cpuinfo").is_file():
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (
-        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} threads, "
-        f"Python {platform.python_version()}; load average {load:.1f} when this run started (shared machine)"
-    )
-
-
 def timed_stage(path: Path, run) -> dict:
-    """Run ``run()`` unless ``path`` already holds its record; store ``{"seconds": …}`` there."""
+    """Run ``run()`` (a ``grukit`` command: 0 on success) unless ``path`` already holds its record; store
+    ``{"seconds": …}`` there."""
     if path.is_file():
         return json.loads(path.read_text())
     started = time.perf_counter()
-    run()
+    if run() != 0:
+        raise SystemExit(f"the {path.stem} stage failed (see the error above); nothing was recorded for it")
     record = {"seconds": time.perf_counter() - started}
     path.write_text(json.dumps(record) + "\n")
     return record
@@ -116,7 +103,7 @@ def classify(args, out: Path, method: str, train_x, train_y, test_x, test_y) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=str(ROOT / "runs" / "finetuning"))
-    parser.add_argument("--config", default=str(ROOT / "scripts" / "configs" / "kjv_bpe.json"))
+    parser.add_argument("--config", default=str(ROOT / "benchmarks" / "configs" / "kjv_bpe.json"))
     parser.add_argument("--pretrain-steps", type=int, default=450)
     parser.add_argument("--adapt-steps", type=int, default=60)
     parser.add_argument("--small-epochs", type=int, default=6, help="epochs with 500 labels")
@@ -137,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet = [] if args.progress else ["--no-progress"]
     machine_file = out / "machine.json"
     if not machine_file.is_file():  # the machine as it was when the measured run began, kept for reruns
-        machine_file.write_text(json.dumps({"machine": machine()}) + "\n")
+        machine_file.write_text(json.dumps({"machine": machine_line()}) + "\n")
     started_on = json.loads(machine_file.read_text())["machine"]
 
     pretrain = timed_stage(
@@ -272,7 +259,7 @@ def write_doc(
     lines = [
         "# Fine-tuning a GRU language model: evidence",
         "",
-        f"Written by `scripts/finetuning_report.py` (`make finetune-report`). Machine: {started_on}.",
+        f"Written by `python -m benchmarks.finetuning_report` (`make finetune-report`). Machine: {started_on}.",
         "Every number below was measured by that script on this machine; nothing is copied from elsewhere.",
         "",
         "## 1. Pretraining on the King James Bible",
@@ -336,13 +323,13 @@ def write_doc(
         *(
             [
                 "Rows of setting 'check' come from a second invocation on the same pretrained and adapted models:",
-                "`python scripts/finetuning_report.py --sizes 500 --tag check --lr-scale 4 --small-epochs 12`.",
+                "`python -m benchmarks.finetuning_report --sizes 500 --tag check --lr-scale 4 --small-epochs 12`.",
                 "",
             ]
             if "check" in settings
             else []
         ),
-        "Reference points from `/work/shared/DATA.md` (same split): majority class 0.578, TF-IDF word 1-2 grams +",
+        "Reference points measured on the same split: majority class 0.578, TF-IDF word 1-2 grams +",
         "logistic regression 0.781, TF-IDF char 2-5 grams + LR 0.783.",
         "",
         "## What the numbers say",
@@ -369,25 +356,29 @@ def write_doc(
         "## Using the commands yourself",
         "",
         "```",
-        "grukit lm train --corpus kjv --config scripts/configs/kjv_bpe.json --out runs/kjv --steps 450",
-        "grukit lm train --corpus kjv --config scripts/configs/kjv_bpe.json --out runs/kjv --steps 450 --resume",
+        "grukit lm train --corpus kjv --config benchmarks/configs/kjv_bpe.json --out runs/kjv --steps 450",
+        "grukit lm train --corpus kjv --config benchmarks/configs/kjv_bpe.json --out runs/kjv --steps 450 --resume",
         'grukit lm generate runs/kjv --prompt "And God said" --max-new-tokens 60 --temperature 0.8 --top-p 0.95 '
         "--seed 0",
         "grukit finetune lm --lm runs/kjv --text my_reviews.txt --out runs/adapted --steps 60",
         "grukit finetune classify --lm runs/adapted --data rotten_tomatoes --out runs/clf --train-size 500",
         "grukit finetune classify --lm runs/adapted --data rotten_tomatoes --out runs/clf-lora --method lora --rank 8",
-        "grukit finetune classify --scratch scripts/configs/kjv_bpe.json --data my.csv --out runs/clf-scratch "
+        "grukit finetune classify --scratch benchmarks/configs/kjv_bpe.json --data my.csv --out runs/clf-scratch "
         "--method scratch",
         "```",
         "",
         "`train_log.csv`, `valid_log.csv` and `tensorboard/` sit in each run folder; `checkpoint/` holds what",
-        "`--resume` continues from; `model/` is the folder `GRULanguageModel.from_pretrained` reads.",
+        "`--resume` continues from; `model/` is the folder `GRULanguageModel.from_pretrained` reads. A run folder "
+        "holds",
+        "one run: training into it again needs `--resume`, which refuses other text or another model config than "
+        "the run",
+        "started with, and an `--out` holding anything else is refused, never emptied.",
         "",
         "## A bigger run",
         "",
         "```",
-        "python scripts/finetuning_report.py --out runs/finetuning-large \\",
-        "    --config scripts/configs/kjv_bpe_large.json --pretrain-steps 8000 --adapt-steps 1500 \\",
+        "python -m benchmarks.finetuning_report --out runs/finetuning-large \\",
+        "    --config benchmarks/configs/kjv_bpe_large.json --pretrain-steps 8000 --adapt-steps 1500 \\",
         "    --small-epochs 10 --full-epochs 6",
         "```",
         "",

@@ -2,11 +2,11 @@
 classical baselines computed here on the same split, written to ``docs/results.md`` as one table with the
 machine, the wall time and the seed.
 
-    python -m grukit.tasks.results [--only forecasting,ucr,...] [--output docs/results.md] [--seed 0]
-    python -m grukit.tasks.results --only ucr --json a.json --output a.md   # parts side by side, then
-    python -m grukit.tasks.results --merge a.json b.json                    # one page from both
+    python -m benchmarks.results [--only forecasting,ucr,...] [--output docs/results.md] [--seed 0]
+    python -m benchmarks.results --only ucr --json a.json --output a.md   # parts side by side, then
+    python -m benchmarks.results --merge a.json b.json                    # one page from both
 
-Splits (as ``/work/shared/DATA.md`` measured its baselines): UCR / UEA official train / test; sentiment
+Splits (the ones the classical reference baselines were measured on): UCR / UEA official train / test; sentiment
 ``train_test_split(test_size=0.2, stratify=y, random_state=0)`` (Chinese reviews deduplicated first); POS
 lines shuffled with ``numpy.random.default_rng(0)`` and cut 80 / 10 / 10 (the middle 10 % unused);
 forecasting holds out the last ``h`` points (the Forecaster's settings are chosen on the ``h`` points before
@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.machine import machine_line
 from grukit import datasets
 from grukit.tasks import baselines
 from grukit.tasks.forecasting import Forecaster
@@ -329,21 +328,6 @@ def chosen_tasks(parser: argparse.ArgumentParser, only: str, tasks: dict) -> lis
     return chosen
 
 
-def machine() -> str:
-    """CPU model, cores, OS, Python and torch versions, torch's thread count."""
-    cpu = platform.processor() or "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [
-            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
-        ]
-        cpu = names[0] if names else cpu
-    return (
-        f"{cpu}, {os.cpu_count()} cores visible, torch {torch.__version__} with {torch.get_num_threads()} "
-        f"thread(s), Python {platform.python_version()}, {platform.system()} {platform.machine()}"
-    )
-
-
 # (data, method prefix, metric, target: a number or the method whose value to match, higher is better)
 TARGETS: list[tuple[str, str, str, float | str, bool]] = [
     ("GunPoint", "grukit", "accuracy", 0.99, True),
@@ -371,8 +355,8 @@ def _find(rows: list[Row], data: str, method: str, metric: str) -> float | None:
 
 
 def render_targets(rows: list[Row]) -> list[str]:
-    """Issue 6's targets beside what this run measured: reached, or the gap."""
-    lines = ["## Targets (issue 6)", "", "| data | metric | target | grukit | verdict |", "|---|---|---|---:|---|"]
+    """grukit's targets beside what this run measured: reached, or the gap."""
+    lines = ["## Targets", "", "| data | metric | target | grukit | verdict |", "|---|---|---|---:|---|"]
     for data, method, metric, target, higher in TARGETS:
         value = _find(rows, data, method, metric)
         goal = target if isinstance(target, float) else _find(rows, data, target, metric)
@@ -388,7 +372,7 @@ def render_targets(rows: list[Row]) -> list[str]:
 REFERENCES = [
     "Published reference: GunPoint 1-NN Euclidean 0.913 and 1-NN DTW (no window) 0.907, the UCR archive's "
     'error rates 0.087 / 0.093 (Dau et al. 2019, "The UCR Time Series Archive"); this run recomputes both.',
-    "Classical baselines measured on this kind of machine (`/work/shared/DATA.md`): MiniRocket 0.993 GunPoint, "
+    "Classical baselines measured on this kind of machine with the same splits: MiniRocket 0.993 GunPoint, "
     "1.000 BasicMotions, 0.983 JapaneseVowels; TF-IDF char 2-5-grams + LR 0.783 Rotten Tomatoes.",
     "GRU-FCN follows Karim et al. 2018 (LSTM-FCN) and Elsayed et al. 2018 (GRU-FCN); its defaults were set on "
     "GunPoint, BasicMotions and JapaneseVowels, and ItalyPowerDemand was never used to choose them. ArrowHead was "
@@ -397,15 +381,15 @@ REFERENCES = [
 ]
 
 
-def render_markdown(rows: list[Row], seed: int, wall_seconds: float, machine_line: str) -> str:
+def render_markdown(rows: list[Row], seed: int, wall_seconds: float, machine: str) -> str:
     """The results page: a header with the machine, wall time and seed, then one table of every row."""
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# grukit results",
         "",
-        "Written by `make results` (`python -m grukit.tasks.results`); every number below was measured by that run.",
+        "Written by `make results` (`python -m benchmarks.results`); every number below was measured by that run.",
         "",
-        f"- machine: {machine_line}",
+        f"- machine: {machine}",
         f"- seed: {seed}; total wall time: {wall_seconds / 60:.1f} min; finished {date}",
         "- fit time is wall time on a shared machine (other jobs were running), so compare it only within a row group",
         "",
@@ -449,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     chosen = chosen_tasks(parser, args.only, TASKS)
     torch.set_num_threads(args.threads)
+    machine = machine_line()
     start = time.perf_counter()
     rows: list[Row] = []
     for done, name in enumerate(chosen, start=1):
@@ -456,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
         rows += TASKS[name](args.seed)
         print(f"{name}: done in {time.perf_counter() - task_start:.0f} s", flush=True)
         # rewritten after every task, so an interrupted run still leaves what it measured (and says so)
-        text = render_markdown(rows, args.seed, time.perf_counter() - start, machine())
+        text = render_markdown(rows, args.seed, time.perf_counter() - start, machine)
         if done < len(chosen):
             text += f"\n_Partial: {', '.join(chosen[done:])} not run yet._\n"
         output.write_text(text, encoding="utf-8")
@@ -464,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
             record = {
                 "seed": args.seed,
                 "wall_seconds": time.perf_counter() - start,
-                "machine": machine(),
+                "machine": machine,
                 "rows": rows,
             }
             Path(args.json).write_text(json.dumps(record, indent=1), encoding="utf-8")

@@ -1,0 +1,7 @@
+"""``python -m grukit.cli``: the same as the ``grukit`` command."""
+
+import sys
+
+from grukit.cli import main
+
+sys.exit(main())
