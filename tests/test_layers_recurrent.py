@@ -35,12 +35,17 @@ def test_mask_gives_each_sequence_its_unpadded_result(cls):
     for b, n in enumerate(lengths.tolist()):
         (alone, *alone_states), _ = layer(x[b : b + 1, :n])
         torch.testing.assert_close(out[b, :n], alone[0], rtol=1e-5, atol=1e-6)
-        assert torch.equal(out[b, n:], torch.zeros(6 - n, 5))  # padded steps output zeros, as Keras
+        # Keras' default: padded steps repeat the last real step's output.
+        assert torch.equal(out[b, n:], out[b, n - 1].expand(6 - n, 5))
         for state, alone_state in zip(states, alone_states):
             torch.testing.assert_close(state[b], alone_state[0], rtol=1e-5, atol=1e-6)
+    zeroed = _built(cls(5, return_sequences=True, zero_output_for_mask=True))
+    zeroed.load_state_dict(layer.state_dict())
+    zero_out, _ = zeroed(x, mask)
+    assert torch.equal(zero_out, out * mask.unsqueeze(-1))  # zero_output_for_mask=True: zeros at padded steps
 
 
-def test_go_backwards_reads_each_sequence_from_its_last_real_step():
+def test_go_backwards_reverses_the_whole_padded_axis_as_keras():
     seed_everything(0)
     layer = _built(GRU(5, return_sequences=True, go_backwards=True))
     x, lengths, mask = _masked_batch()
@@ -50,7 +55,9 @@ def test_go_backwards_reads_each_sequence_from_its_last_real_step():
     forward.load_state_dict(layer.state_dict())
     for b, n in enumerate(lengths.tolist()):
         expected, _ = forward(x[b : b + 1, :n].flip(1))
-        torch.testing.assert_close(out[b, :n], expected[0], rtol=1e-5, atol=1e-6)  # in reversed order, as Keras
+        # The reversed axis starts with the padding (outputs zeros there), then the real steps from the last.
+        assert torch.equal(out[b, : 6 - n], torch.zeros(6 - n, 5))
+        torch.testing.assert_close(out[b, 6 - n :], expected[0], rtol=1e-5, atol=1e-6)
 
 
 def test_bidirectional_concatenates_forward_and_time_aligned_backward_halves():
@@ -80,7 +87,7 @@ def test_bidirectional_merge_modes_and_final_states():
     out, _ = summed(x, mask)
     torch.testing.assert_close(out, h_f + h_b)
     assert summed.compute_output_shape((None, None, 4)) == (None, 5)
-    assert concat.compute_output_shape((None, None, 4)) == (None, 10)
+    assert concat.compute_output_shape((None, None, 4)) == ((None, 10), (None, 5), (None, 5), (None, 5), (None, 5))
 
 
 def test_stateful_layer_carries_state_across_batches():
@@ -137,13 +144,23 @@ def test_arguments_are_validated():
         GRU(4, recurrent_dropout=1.5)
     with pytest.raises(ValueError, match="MinGRU has no recurrent weights"):
         MinGRU(4, recurrent_dropout=0.1)
-    with pytest.raises(TypeError, match="Bidirectional expected a GRU, LSTM or MinGRU layer"):
+    with pytest.raises(TypeError, match="Bidirectional expected a GRU, LSTM, MinGRU or SimpleRNN layer"):
         Bidirectional("gru")
     layer = _built(GRU(3))
     with pytest.raises(ValueError, match=r"GRU expected input of shape \(batch, time, 4\), got \(2, 5, 7\)"):
         layer(torch.randn(2, 5, 7))
-    with pytest.raises(ValueError, match="right-padded masks only"):
-        layer(torch.randn(2, 3, 4), torch.tensor([[True, False, True], [True, True, True]]))
+    with pytest.raises(ValueError, match=r"GRU expected a mask of shape \(batch, time\) \(2, 3\), got \(2, 4\)"):
+        layer(torch.randn(2, 3, 4), torch.ones(2, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"expected initial_state as 1 tensor\(s\) of shape \(2, 3\)"):
+        layer(torch.randn(2, 3, 4), initial_state=torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="activation='tanh' and recurrent_activation='sigmoid'"):
+        GRU(3, activation="relu")
+    with pytest.raises(ValueError, match=r"expected weights of shapes \[\(4, 9\), \(3, 9\), \(2, 9\)\]"):
+        layer.set_weights([np.zeros((4, 9)), np.zeros((3, 9)), np.zeros((9,))])
+    with pytest.raises(ValueError, match="read opposite ways, got go_backwards=False for both"):
+        Bidirectional(GRU(3), backward_layer=GRU(3))
+    with pytest.raises(ValueError, match="same return_sequences, got False and True"):
+        Bidirectional(GRU(3), backward_layer=GRU(3, go_backwards=True, return_sequences=True))
 
 
 @pytest.mark.parametrize(

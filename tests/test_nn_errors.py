@@ -166,3 +166,69 @@ def test_gru_weights_are_not_lstm_weights():
     with raises(ValueError, "LSTM.from_keras_weights expected kernel (I, 4H) and recurrent_kernel (H, 4H), "
                             "got (3, 12) and (4, 12)"):
         LSTM.from_keras_weights(KERAS_GRU)
+
+
+@pytest.mark.parametrize(
+    "module, x, message",
+    [
+        (GRU(3, 4), torch.randn(2, 5, 3, dtype=torch.float64),
+         "GRU got float64 input but its weights are float32; call .double() on the module or .float() on the input"),
+        (GRU(3, 4).double(), torch.randn(2, 5, 3),
+         "GRU got float32 input but its weights are float64; call .float() on the module or .double() on the input"),
+        (MinGRU(3, 4), torch.randn(5, 3, dtype=torch.float16),
+         "MinGRU got float16 input but its weights are float32; call .half() on the module or .float() on the input"),
+        (LSTM(3, 4), torch.randn(2, 5, 3, dtype=torch.bfloat16),
+         "LSTM got bfloat16 input but its weights are float32; call .bfloat16() on the module or .float() on the "
+         "input"),
+        (GRUCell(3, 4), torch.randn(2, 3, dtype=torch.float64),
+         "GRUCell got float64 input but its weights are float32; call .double() on the module or .float() on the "
+         "input"),
+        (LSTMCell(3, 4).double(), torch.randn(3),
+         "LSTMCell got float32 input but its weights are float64; call .float() on the module or .double() on the "
+         "input"),
+    ],
+    ids=["GRU f64 input", "GRU f64 weights", "MinGRU f16", "LSTM bf16", "GRUCell", "LSTMCell"],
+)
+def test_input_dtype_other_than_the_weights_names_both(module, x, message):
+    # Before, the fast engines failed deep inside a kernel ("mat1 and mat2 must have the same dtype",
+    # "onednn_gru: w_layer must be a contiguous float32 CPU tensor").
+    with raises(TypeError, message):
+        module(x)
+
+
+def test_input_device_other_than_the_weights_names_both():
+    x = torch.empty(2, 5, 3, device="meta")  # a second device that every build has
+    with raises(ValueError, "GRU got input on meta but its weights are on cpu; call .to('meta') on the module or "
+                            ".to('cpu') on the input"):
+        GRU(3, 4)(x)
+    with raises(ValueError, "GRUCell got input on meta but its weights are on cpu"):
+        GRUCell(3, 4)(x[:, 0])
+    with raises(ValueError, "GRU expected h0 on cpu (the input's), got meta"):
+        GRU(3, 4)(X, torch.empty(1, 2, 4, device="meta"))
+    with raises(ValueError, "GRUCell expected h on cpu (the input's), got meta"):
+        GRUCell(3, 4)(X[:, 0], torch.empty(2, 4, device="meta"))
+
+
+@pytest.mark.parametrize(
+    "module, x, message",
+    [
+        (GRU(3, 4), torch.randn(0, 5, 3), "GRU expected at least one sequence in the batch, got input of shape "
+                                          "(0, 5, 3)"),
+        (GRU(3, 4, batch_first=False), torch.randn(5, 0, 3),
+         "GRU expected at least one sequence in the batch, got input of shape (5, 0, 3)"),
+        (MinGRU(3, 4), torch.randn(0, 3), "MinGRU expected at least one time step, got input of shape (0, 3)"),
+        (GRUCell(3, 4), torch.randn(0, 3), "GRUCell expected at least one row in the batch, got input of shape (0, 3)"),
+        (LSTMCell(3, 4), torch.randn(0, 3),
+         "LSTMCell expected at least one row in the batch, got input of shape (0, 3)"),
+    ],
+    ids=["GRU batch 0", "time-major batch 0", "unbatched no steps", "GRUCell batch 0", "LSTMCell batch 0"],
+)
+def test_empty_batches_are_rejected(module, x, message):
+    with raises(ValueError, message):
+        module(x)
+
+
+@pytest.mark.parametrize("lengths", [[-1, 5], [5, -3]], ids=["first", "second"])
+def test_negative_lengths_are_rejected(lengths):
+    with raises(ValueError, "GRU expected every length in [1, 5] (the time dimension), got min "):
+        GRU(3, 4)(X, lengths=lengths)

@@ -115,7 +115,7 @@ def test_forecaster_recursive_strategy_forecasts_beyond_its_training_horizon():
 
 def test_forecaster_errors_name_the_problem():
     with pytest.raises(ValueError, match="needs season > 1"):
-        Forecaster(season=None).fit(np.arange(100.0))
+        Forecaster(season=None, differencing="seasonal").fit(np.arange(100.0))
     with pytest.raises(ValueError, match="needs at least 61 points"):
         Forecaster(horizon=12, lookback=36, season=12).fit(np.arange(50.0))
     with pytest.raises(ValueError, match="NaN"):

@@ -25,7 +25,7 @@ def test_forecast_reads_a_users_csv_column_and_writes_forecasts(tmp_path, capsys
     argv = ["forecast", "--csv", str(csv), "--column", "temperature", "--horizon", "5", "--season", "7"]
     assert main([*argv, "--epochs", "2", "--lookback", "14", "--output", str(output)]) == 0
     lines = output.read_text().splitlines()
-    assert lines[0] == "step,forecast,lower,upper" and len(lines) == 6
+    assert lines[0] == "step,forecast,lower_80,upper_80" and len(lines) == 6
     step, point, lower, upper = (float(v) for v in lines[1].split(","))
     assert step == 1 and lower <= point <= upper and 30 < point < 80
     assert "filled 1 missing values" in capsys.readouterr().err
@@ -48,7 +48,7 @@ def test_classify_series_from_a_csv_with_variable_lengths(tmp_path, capsys):
         rows.append(f"{'up' if label else 'down'}," + ",".join(f"{v:.4f}" for v in series) + "," * (30 - length))
     csv = tmp_path / "series.csv"
     csv.write_text("label," + ",".join(f"t{i}" for i in range(30)) + "\n" + "\n".join(rows) + "\n")
-    assert main(["classify-series", "--csv", str(csv), "--epochs", "15", "--min-steps", "0", "--test-size", "0.3"]) == 0
+    assert main(["classify-series", "--csv", str(csv), "--epochs", "15", "--test-size", "0.3", "--quiet"]) == 0
     accuracy = float(capsys.readouterr().out.split("test accuracy ")[1].split()[0])
     assert accuracy >= 0.8
 

@@ -37,7 +37,11 @@ def load(path: str | os.PathLike) -> Any:
     """The model or estimator saved in the folder ``path``, whatever its kind (read from its ``config.json``).
 
     Raises :class:`CheckpointError` when ``path`` is missing, is not a grukit checkpoint folder, or holds a kind
-    of model grukit does not know."""
+    of model grukit does not know, and :class:`TypeError` when ``path`` is not a path."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(
+            f"grukit.load expected the path of a saved model folder (a str or Path), got {type(path).__name__}"
+        )
     architecture = read_config(path).get("architecture")
     known = OLD_ARCHITECTURES.get(architecture, architecture) if isinstance(architecture, str) else None
     if known not in ARCHITECTURES:

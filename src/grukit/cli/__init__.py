@@ -1,6 +1,8 @@
 """The ``grukit`` command. All argument parsing lives in this package: :mod:`grukit.cli.lm` (``lm``,
 ``finetune``) and :mod:`grukit.cli.tasks` (``forecast``, ``classify-text``, ``classify-series``, ``tag``,
-``translate``) read the user's files through :mod:`grukit.datasets` and call the library.
+``translate``) read the user's files through :mod:`grukit.datasets` and call the library; every training
+command saves its model with ``--out DIR``, and :mod:`grukit.cli.predict` (``predict DIR INPUT``) runs any of
+them.
 
 Errors. A user's mistake ends the command with ONE line on stderr, ``grukit: error: <what was given and what
 was expected>``, and exit status 2, never a traceback. A user's mistake is
@@ -23,7 +25,8 @@ import os
 import sys
 
 import grukit
-from grukit.cli import lm, tasks
+from grukit.cli import export, lm, predict, serve, tasks
+from grukit.cli.distributed import relaunch
 from grukit.cli.options import ERROR_PREFIX, Parser
 
 USER_ERRORS = (ValueError, TypeError, OSError, ImportError, FloatingPointError)
@@ -35,6 +38,9 @@ def build_parser() -> Parser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     lm.register(subparsers)
     tasks.register(subparsers)
+    predict.register(subparsers)
+    serve.register(subparsers)
+    export.register(subparsers)
     return parser
 
 
@@ -57,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        relaunched = relaunch(args, sys.argv[1:] if argv is None else list(argv))
+        if relaunched is not None:  # ran under torch.distributed.run
+            return relaunched
         return int(handler(args) or 0)
     except USER_ERRORS as error:
         if os.environ.get("GRUKIT_TRACEBACK"):

@@ -5,16 +5,26 @@ A run folder (``--out`` of ``lm train`` and ``finetune lm``) holds ``data/`` (to
 ``checkpoint/`` and ``model/``. A command writes into a new or empty folder, or continues the run already in
 one with ``--resume``; it refuses a folder holding anything else, and refuses to resume on other text than
 the run was trained on.
+
+``lm train`` needs no config file: ``--preset tiny | small | base`` (default tiny) names one shipped in
+``grukit/lm/presets/``. Before training starts, a command says how many steps it will run (``--steps`` raises
+the epochs it needs unless ``--epochs`` was given; a conflict is named), and a fine-tuning command names the
+characters of the user's text that a character model's vocabulary lacks.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
+import importlib.resources
 import json
+import math
 import sys
+from collections import Counter
 from pathlib import Path
 
+from grukit.cli.distributed import add_scale_options
 from grukit.cli.options import (
     CONFIG_SECTIONS,
     check_model_out,
@@ -35,10 +45,11 @@ from grukit.lm.classifier import ClassifierTraining, GRUClassifier, finetune_cla
 from grukit.lm.corpus import LineSource, kjv_sources, prepare_corpus, text_file_sources
 from grukit.lm.model import GRULanguageModel, LMConfig
 from grukit.lm.training import CHECKPOINT, MODEL, TRAIN_LOG, VALID_LOG, LMTrainingConfig, train_language_model
-from grukit.text.batching import read_token_file
+from grukit.text.batching import TBPTTBatches, read_token_file
 from grukit.text.tokenizer import tokenizer_from_files, train_tokenizer
-from grukit.train.checkpoint import checkpoint_exists, load_checkpoint
+from grukit.train.checkpoint import checkpoint_exists, load_checkpoint, seed_everything
 
+PRESETS = ("tiny", "small", "base")
 RUN_ENTRIES = frozenset({"data", TRAIN_LOG, VALID_LOG, "tensorboard", CHECKPOINT, MODEL})
 SOURCE_RECORD = "source.json"
 
@@ -52,14 +63,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source = train.add_mutually_exclusive_group(required=True)
     source.add_argument("--corpus", choices=["kjv"], help="a corpus shipped by an installed package")
     source.add_argument("--text", nargs="+", metavar="FILE", help="UTF-8 text files")
-    train.add_argument("--config", required=True, help="JSON with 'tokenizer', 'model' and 'training' sections")
+    settings = train.add_mutually_exclusive_group()
+    settings.add_argument("--preset", choices=PRESETS, help="a config shipped with grukit (default: tiny, a "
+                          "1-layer char model that trains in minutes on a CPU)")
+    settings.add_argument("--config", help="your JSON with 'tokenizer', 'model' and 'training' sections")
     train.add_argument("--out", required=True, help="run folder (new or empty): logs, checkpoint/, model/")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     train.add_argument("--steps", type=positive_int, help="stop after this many optimizer steps in all (default: "
                        "the config's, else after --epochs)")
     train.add_argument("--epochs", type=positive_int, help="passes over the training text (default: the config's)")
     train.add_argument("--valid-fraction", type=valid_fraction, default=0.05, help="held-out tail of --text")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--quiet", "--no-progress", dest="no_progress", action="store_true", help="no progress bar")
+    add_scale_options(train, accumulate=True)
     train.set_defaults(handler=run_lm_train)
 
     generate = lm_commands.add_parser("generate", help="stream a continuation of a prompt to the terminal")
@@ -85,7 +100,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     adapt.add_argument("--lr", type=positive_float, help="peak learning rate (default: the config's)")
     adapt.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     adapt.add_argument("--valid-fraction", type=valid_fraction, default=0.05, help="held-out tail of --text")
-    adapt.add_argument("--no-progress", action="store_true", help="no progress bar")
+    adapt.add_argument("--quiet", "--no-progress", dest="no_progress", action="store_true", help="no progress bar")
+    add_scale_options(adapt, accumulate=True)
     adapt.set_defaults(handler=run_finetune_lm)
 
     classify = finetune_commands.add_parser("classify", help="text classification, ULMFiT, LoRA or from scratch")
@@ -105,7 +121,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     classify.add_argument("--alpha", type=positive_float, help=f"LoRA alpha {overrides}")
     classify.add_argument("--max-len", type=positive_int, help=f"tokens kept per text {overrides}")
     classify.add_argument("--seed", type=nonnegative_int, default=0, help="seeds the label sample and training")
-    classify.add_argument("--no-progress", action="store_true", help="no progress bar")
+    classify.add_argument("--quiet", "--no-progress", dest="no_progress", action="store_true",
+                          help="no progress bar")
+    add_scale_options(classify, accumulate=True)
     classify.set_defaults(handler=run_finetune_classify)
 
 
@@ -198,8 +216,72 @@ def model_folder(path: str | Path) -> Path:
 
 
 def training_config(section: dict, args: argparse.Namespace) -> LMTrainingConfig:
-    overrides = {k: getattr(args, k) for k in ("steps", "epochs", "lr") if getattr(args, k, None) is not None}
+    overrides = {k: getattr(args, k) for k in ("steps", "epochs", "lr", "accumulate", "precision")
+                 if getattr(args, k, None) is not None}
     return LMTrainingConfig.from_dict({**section, **overrides})
+
+
+def read_run_config(args: argparse.Namespace) -> tuple[dict[str, dict], str]:
+    """The sections of ``--config``, or of the shipped ``--preset`` (default tiny), and what to call it."""
+    if args.config:
+        return read_json_config(args.config, CONFIG_SECTIONS, CONFIG_SECTIONS), args.config
+    name = args.preset or "tiny"
+    text = (importlib.resources.files("grukit.lm") / "presets" / f"{name}.json").read_text(encoding="utf-8")
+    return {section: dict(json.loads(text).get(section, {})) for section in CONFIG_SECTIONS}, f"--preset {name}"
+
+
+def plan_steps(training: LMTrainingConfig, section: dict, args: argparse.Namespace, tokens) -> LMTrainingConfig:
+    """Say before training how many steps it runs. ``steps`` (``--steps`` or the config's) are run in full: the
+    epochs they need replace the default epochs (a preset's included), unless epochs were given too
+    (``--epochs``, or ``section``, the user's config), when the conflict is named and the earlier end wins."""
+    per_epoch = len(TBPTTBatches(tokens, training.batch_size, training.seq_len))
+    epochs_given = args.epochs is not None or "epochs" in section
+    total = per_epoch * training.epochs
+    if training.steps is not None and training.steps > total:
+        needed = math.ceil(training.steps / per_epoch)
+        if epochs_given:
+            print(
+                f"warning: steps {training.steps} conflict with epochs {training.epochs}: at {per_epoch} steps per "
+                f"epoch, training ends after {total} steps; leave out the epochs (--epochs, or 'epochs' in the "
+                f"config) to run all {training.steps}",
+                file=sys.stderr,
+            )
+        else:
+            training = dataclasses.replace(training, epochs=needed)
+    steps = min(training.steps or total, per_epoch * training.epochs)
+    print(f"training for {steps:,} steps: {training.epochs} epoch(s) of {per_epoch:,} steps (batch "
+          f"{training.batch_size} × {training.seq_len} tokens)")
+    return training
+
+
+def warn_unseen_characters(tokenizer, texts, what: str) -> None:
+    """For a character tokenizer: warn, naming them, about characters of ``texts`` (strings) its vocabulary lacks,
+    which the model reads as its unknown token."""
+    if tokenizer.kind != "char":
+        return
+    known = set(tokenizer.chars)
+    counts: Counter = Counter()
+    total = 0
+    for text in texts:
+        counts.update(text)
+        total += len(text)
+    unseen = [(char, n) for char, n in counts.most_common() if char not in known and char not in "\n"]
+    if unseen:
+        share = sum(n for _, n in unseen) / max(total, 1)
+        shown = ", ".join(f"{char!r} ({n:,})" for char, n in unseen[:12])
+        more = f" and {len(unseen) - 12} more" if len(unseen) > 12 else ""
+        print(
+            f"warning: {len(unseen)} distinct characters of {what}, {share:.2%} of its {total:,} characters, are not "
+            f"in the model's vocabulary and become its unknown token: {shown}{more}",
+            file=sys.stderr,
+        )
+
+
+def file_texts(paths: list[str]):
+    """The text of each file in turn, a line at a time."""
+    for path in paths:
+        with open(path, encoding="utf-8") as handle:
+            yield from handle
 
 
 def report_training(result: dict, out: Path) -> None:
@@ -213,8 +295,13 @@ def report_training(result: dict, out: Path) -> None:
 
 # Commands --------------------------------------------------------------------------------------------------
 def run_lm_train(args: argparse.Namespace) -> int:
-    config = read_json_config(args.config, CONFIG_SECTIONS, CONFIG_SECTIONS)
-    training = training_config(config["training"], args)
+    config, config_name = read_run_config(args)
+    try:  # a typo in a section stops the run before any work, naming the file and the section
+        training = training_config(config["training"], args)
+        LMConfig.from_dict({**config["model"], "vocab_size": 2})
+    except ValueError as error:
+        section = "training" if "LMTrainingConfig" in str(error) else "model"
+        raise ValueError(f"{config_name}, section {section!r}: {error}") from None
     out = Path(args.out)
     resume = prepare_run_folder(out, args.resume)
     source = describe_source(args.corpus, args.text, args.valid_fraction)
@@ -226,7 +313,7 @@ def run_lm_train(args: argparse.Namespace) -> int:
         changed = sorted(k for k in set(wanted) | set(checkpoint.config) if wanted.get(k) != checkpoint.config.get(k))
         if changed:
             raise ValueError(
-                f"--resume: the 'model' section of {args.config} differs from the checkpoint in {out} in {changed}; "
+                f"--resume: the 'model' section of {config_name} differs from the checkpoint in {out} in {changed}; "
                 "resume with the config the run started with, or start a new run with another --out"
             )
         if (out / "data" / "train.bin").is_file():
@@ -237,12 +324,14 @@ def run_lm_train(args: argparse.Namespace) -> int:
             _, train_tokens, valid_tokens = _prepare_tokens(out, args, source, {}, tokenizer)
     else:
         tokenizer, train_tokens, valid_tokens = _prepare_tokens(out, args, source, config["tokenizer"])
+    seed_everything(training.seed)  # the same initial weights in every run with this seed
     model = GRULanguageModel(LMConfig.from_dict({**config["model"], "vocab_size": tokenizer.vocab_size}), tokenizer)
     _, total = lora.count_parameters(model)
     print(
         f"{len(train_tokens):,} training tokens, vocabulary {tokenizer.vocab_size} ({tokenizer.kind}); "
         f"{total:,} parameters"
     )
+    training = plan_steps(training, config["training"] if args.config else {}, args, train_tokens)
     result = train_language_model(
         model, train_tokens, valid_tokens, out, training, resume=resume, progress=not args.no_progress
     )
@@ -276,8 +365,10 @@ def run_finetune_lm(args: argparse.Namespace) -> int:
     if resume:
         check_same_source(out, source)
     model = GRULanguageModel.from_pretrained(model_folder(args.lm))
+    warn_unseen_characters(model.tokenizer, file_texts(args.text), "your text")
     _, train_tokens, valid_tokens = _prepare_tokens(out, args, source, {}, model.tokenizer)
     print(f"{len(train_tokens):,} tokens of your text with the pretrained {model.tokenizer.kind} tokenizer")
+    training = plan_steps(training, section, args, train_tokens)
     result = train_language_model(
         model, train_tokens, valid_tokens, out, training, resume=resume, progress=not args.no_progress
     )
@@ -300,6 +391,8 @@ def run_finetune_classify(args: argparse.Namespace) -> int:
         "lora_rank": args.rank,
         "lora_alpha": args.alpha,
         "max_len": args.max_len,
+        "accumulate": args.accumulate,
+        "precision": args.precision,
     }
     training = ClassifierTraining(
         method=method, seed=args.seed, **{k: v for k, v in overrides.items() if v is not None}
@@ -320,6 +413,7 @@ def run_finetune_classify(args: argparse.Namespace) -> int:
         encoder = GRULanguageModel(model_config, tokenizer)
     else:
         encoder = GRULanguageModel.from_pretrained(model_folder(args.lm))
+        warn_unseen_characters(encoder.tokenizer, train_x, "the training texts")
     model = GRUClassifier(encoder, len(names))
     result = finetune_classifier(
         model, encoder.tokenizer.encode_batch(train_x), train_y, training, progress=not args.no_progress

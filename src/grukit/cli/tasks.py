@@ -1,34 +1,60 @@
 """``grukit`` subcommands for the task estimators, on a user's own files or the bundled data:
 
-    grukit forecast --csv prices.csv --column close --horizon 10 [--season 5] [--log]
-    grukit forecast --dataset airline --horizon 12 --season 12 --log
+    grukit forecast --csv prices.csv --column close --horizon 10 [--season 5] [--log] [--out model/]
+    grukit forecast --dataset airline --horizon 12 --log
     grukit classify-text --csv reviews.csv --text-column text --label-column label
     grukit classify-series --csv series.csv --label-column label   (one series per row, empty after it ends)
     grukit classify-series --dataset GunPoint
     grukit tag --file corpus.txt            (one sentence per line, tokens ``word/TAG`` separated by spaces)
     grukit translate --pairs pairs.tsv      (``source<TAB>target`` per line) [--translate "some text" ...]
 
-Each command trains the estimator, reports its score on a held-out part (or the data's own test split) and
-prints or writes the predictions. Files are read by :mod:`grukit.datasets.files`, which names the file, line
-and column of anything it cannot read.
+Each command trains the estimator (a progress bar with the loss on stderr unless ``--quiet``), reports its score
+on a held-out part (or the data's own test split), prints or writes the predictions and, with ``--out DIR``,
+saves the fitted estimator there for ``grukit predict DIR ...``. Files are read by
+:mod:`grukit.datasets.files`, which names the file, line and column of anything it cannot read.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from grukit import datasets
-from grukit.cli.options import nonnegative_int, open_fraction, positive_int
-from grukit.tasks import baselines
+from grukit.cli.distributed import add_scale_options
+from grukit.cli.options import check_model_out, nonnegative_int, open_fraction, positive_int
+from grukit.datasets.files import is_iso_date
+from grukit.tasks import baselines, forecasting
 from grukit.tasks.forecasting import DIFFERENCING, STRATEGIES, Forecaster
 from grukit.tasks.sequence import SequenceClassifier
 from grukit.tasks.tagging import SequenceTagger
 from grukit.tasks.text import TOKENS, TextClassifier
 from grukit.tasks.translation import Translator
+
+
+@contextlib.contextmanager
+def training_output() -> Iterator[None]:
+    """While training, what the training loop prints (its epoch lines) goes to stderr beside the progress bar,
+    so stdout holds only the command's results."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+def check_out(args: argparse.Namespace) -> None:
+    """Refuse, before training, an ``--out`` that saving the model there would write over."""
+    if args.out:
+        check_model_out(Path(args.out))
+
+
+def save_model(model, args: argparse.Namespace) -> None:
+    if args.out:
+        model.save_pretrained(args.out)
+        print(f"saved the model to {args.out} (grukit predict {args.out} ...)")
 
 
 def holdout(size: int, test_size: float, seed: int, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -51,46 +77,108 @@ def interpolate_missing(values: np.ndarray, source: str) -> np.ndarray:
 
 
 # forecast --------------------------------------------------------------------------------------------------
+def read_dated_series(path: str, column: str, date_column: str | None):
+    """The column as a float64 array, or as a ``pandas.Series`` on a ``DatetimeIndex`` when the CSV has dates:
+    ``date_column``, else the first other column whose every cell is an ISO date (``2024-01-31``,
+    ``2024-01``, ``2024-01-31 12:00``)."""
+    table = datasets.read_csv(path, [column] + ([date_column] if date_column else []))
+    values = interpolate_missing(table.numbers(column), path)
+    candidates = [date_column] if date_column else [name for name in table.header if name != column]
+    for name in candidates:
+        cells = [cell.strip() for cell in table.column(name)]
+        if all(is_iso_date(cell) for cell in cells):
+            import pandas as pd
+
+            index = pd.DatetimeIndex(pd.to_datetime(cells, format="ISO8601"))
+            if not index.is_monotonic_increasing or index.has_duplicates:
+                raise ValueError(f"{path} column {name!r}: the dates must rise, oldest first, without repeats")
+            return pd.Series(values, index=index, name=column), name
+        if date_column:
+            bad = next(cell for cell in cells if not is_iso_date(cell))
+            raise ValueError(f"{path} column {date_column!r}: {bad!r} is not an ISO date such as 2024-01-31")
+    return values, None
+
+
+def forecast_rows(model: Forecaster, point, bounds) -> tuple[list[str], list[list[str]]]:
+    """The header and rows of a forecast: ``date`` (or ``step``), ``forecast`` and, with an interval,
+    ``lower_80``, ``upper_80`` (named by the interval's nominal coverage in percent)."""
+    dated = hasattr(point, "index")
+    first = ["date"] if dated else ["step"]
+    keys = [str(d.date()) if d == d.normalize() else d.isoformat() for d in point.index] if dated else None
+    keys = keys or [str(step) for step in range(1, len(point) + 1)]
+    header = [*first, "forecast"]
+    columns = [np.asarray(point)]
+    if bounds is not None:
+        level = round(100 * model.coverage_)
+        header += [f"lower_{level}", f"upper_{level}"]
+        columns += [np.asarray(bounds[0]), np.asarray(bounds[1])]
+    rows = [[key, *(f"{column[i]:.6g}" for column in columns)] for i, key in enumerate(keys)]
+    return header, rows
+
+
+def write_rows(header: list[str], rows: list[list[str]], output: str | None, what: str) -> None:
+    """CSV rows to ``output``, or printed (stdout) without it."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    if output:
+        Path(output).write_text(buffer.getvalue(), encoding="utf-8")
+        print(f"wrote {len(rows)} {what} to {output}")
+    else:
+        sys.stdout.write(buffer.getvalue())
+
+
 def forecast(args: argparse.Namespace) -> int:
     if args.csv:
         if not args.column:
             raise ValueError("--csv needs --column NAME (the series to forecast)")
         if args.output and Path(args.output).resolve() == Path(args.csv).resolve():
             raise ValueError(f"--output {args.output} is the --csv file itself; write the forecasts elsewhere")
-        series = interpolate_missing(datasets.read_series_column(args.csv, args.column), args.csv)
+        series, date_column = read_dated_series(args.csv, args.column, args.date_column)
     else:
-        series = datasets.load_series(args.dataset).to_numpy()
-    differencing = args.differencing or ("seasonal" if args.season and args.season > 1 else "first")
+        if args.date_column:
+            raise ValueError("--date-column reads a --csv file; a --dataset has its dates already")
+        series, date_column = datasets.load_series(args.dataset), "its index"
+    check_out(args)
+    dates = forecasting.dates_of(series)
+    if dates is not None and dates[1] is None:
+        print(f"note: the dates in {date_column} have no regular spacing: forecasts are numbered steps",
+              file=sys.stderr)
+        series = np.asarray(series)
     model = Forecaster(
         horizon=args.horizon,
         lookback=args.lookback,
         season=args.season,
-        differencing=differencing,
+        differencing=args.differencing,
         log=args.log,
         strategy=args.strategy,
         epochs=args.epochs,
         random_state=args.seed,
-        verbose=args.verbose,
+        verbose=0 if args.quiet else 1,
     )
     if args.evaluate:
         if len(series) <= 2 * args.horizon:
             raise ValueError(f"--evaluate holds out the last {args.horizon} of {len(series)} points: too few left")
-        train, test = series[: -args.horizon], series[-args.horizon :]
-        model.fit(train)
-        season = args.season or 1
-        naive = baselines.mase(test, baselines.seasonal_naive_forecast(train, args.horizon, season), train, season)
+        train, test = series[: -args.horizon], np.asarray(series[-args.horizon :])
+        with training_output():
+            model.fit(train)
+        season = model.season_
+        naive = baselines.mase(test, baselines.seasonal_naive_forecast(np.asarray(train), args.horizon, season),
+                               np.asarray(train), season)
         print(f"held-out last {args.horizon} points: MASE {-model.score(test):.3f} (seasonal naive {naive:.3f})")
-    model.fit(series)
+    with training_output():
+        model.fit(series)
+    if args.season is None and model.season_ > 1:
+        print(f"season {model.season_} from the dates' frequency ({model.dates_['freq']}); --season 1 for none",
+              file=sys.stderr)
     point = model.predict(args.horizon)
-    lower, upper = model.predict_interval(args.horizon) if args.strategy == "direct" else (point, point)
-    lines = ["step,forecast,lower,upper"] + [
-        f"{step},{p:.6g},{lo:.6g},{hi:.6g}" for step, (p, lo, hi) in enumerate(zip(point, lower, upper), start=1)
-    ]
-    if args.output:
-        Path(args.output).write_text("\n".join(lines) + "\n", encoding="utf-8")
-        print(f"wrote {args.horizon} forecasts to {args.output}")
-    else:
-        print("\n".join(lines))
+    bounds = model.predict_interval(args.horizon) if args.strategy == "direct" else None
+    write_rows(*forecast_rows(model, point, bounds), args.output, "forecasts")
+    save_model(model, args)
     return 0
 
 
@@ -98,12 +186,15 @@ def forecast(args: argparse.Namespace) -> int:
 def classify_text(args: argparse.Namespace) -> int:
     texts, labels = datasets.read_labelled_texts(args.csv, args.text_column, args.label_column)
     train, test = holdout(len(texts), args.test_size, args.seed, args.csv)
-    model = TextClassifier(tokens=args.tokens, epochs=args.epochs, random_state=args.seed, verbose=args.verbose)
-    model.fit([texts[i] for i in train], labels[train])
+    check_out(args)
+    model = TextClassifier(tokens=args.tokens, epochs=args.epochs, random_state=args.seed, verbose=verbosity(args))
+    with training_output():
+        model.fit([texts[i] for i in train], labels[train])
     accuracy = model.score([texts[i] for i in test], labels[test])
     print(f"held-out accuracy {accuracy:.3f} on {len(test)} texts ({len(train)} for training)")
     for text in args.predict or []:
         print(f"{model.predict([text])[0]}\t{text}")
+    save_model(model, args)
     return 0
 
 
@@ -125,11 +216,19 @@ def classify_series(args: argparse.Namespace) -> int:
             train, test = holdout(len(series), args.test_size, args.seed, args.csv)
             x_train, y_train = [series[i] for i in train], labels[train]
             x_test, y_test = [series[i] for i in test], labels[test]
+    check_out(args)
     model = SequenceClassifier(
-        epochs=args.epochs, min_steps=args.min_steps, random_state=args.seed, verbose=args.verbose
+        epochs=args.epochs, min_steps=args.min_steps, random_state=args.seed, verbose=verbosity(args)
     )
-    model.fit(x_train, y_train)
+    steps_per_epoch = math.ceil(len(y_train) / model.batch_size)
+    if args.epochs * steps_per_epoch < args.min_steps:
+        epochs = math.ceil(args.min_steps / steps_per_epoch)
+        print(f"note: --min-steps {args.min_steps} raises --epochs {args.epochs} to {epochs} ({steps_per_epoch} "
+              "steps per epoch)", file=sys.stderr)
+    with training_output():
+        model.fit(x_train, y_train)
     print(f"test accuracy {model.score(x_test, y_test):.3f} on {len(y_test)} series ({len(y_train)} for training)")
+    save_model(model, args)
     return 0
 
 
@@ -139,8 +238,10 @@ def tag(args: argparse.Namespace) -> int:
     train, test = holdout(len(sentences), args.test_size, args.seed, args.file or "People's Daily")
     words = [[w for w, _ in s] for s in sentences]
     tags = [[t for _, t in s] for s in sentences]
-    model = SequenceTagger(epochs=args.epochs, random_state=args.seed, verbose=args.verbose)
-    model.fit([words[i] for i in train], [tags[i] for i in train])
+    check_out(args)
+    model = SequenceTagger(epochs=args.epochs, random_state=args.seed, verbose=verbosity(args))
+    with training_output():
+        model.fit([words[i] for i in train], [tags[i] for i in train])
     accuracy = model.score([words[i] for i in test], [tags[i] for i in test])
     print(f"held-out token accuracy {accuracy:.3f} on {len(test)} sentences ({len(train)} for training)")
     for text in args.predict or []:
@@ -148,6 +249,7 @@ def tag(args: argparse.Namespace) -> int:
         if not tokens:
             raise ValueError("--predict got an empty sentence")
         print("  ".join(f"{w}/{t}" for w, t in zip(tokens, model.predict([tokens])[0])))
+    save_model(model, args)
     return 0
 
 
@@ -155,10 +257,13 @@ def tag(args: argparse.Namespace) -> int:
 def translate(args: argparse.Namespace) -> int:
     pairs = datasets.read_pairs(args.pairs)
     train, test = holdout(len(pairs), args.test_size, args.seed, args.pairs)
+    check_out(args)
     model = Translator(
-        tokens=args.tokens, epochs=args.epochs, beam_size=args.beam_size, random_state=args.seed, verbose=args.verbose
+        tokens=args.tokens, epochs=args.epochs, beam_size=args.beam_size, random_state=args.seed,
+        verbose=verbosity(args),
     )
-    model.fit([pairs[i][0] for i in train], [pairs[i][1] for i in train])
+    with training_output():
+        model.fit([pairs[i][0] for i in train], [pairs[i][1] for i in train])
     scores = model.evaluate([pairs[i][0] for i in test], [pairs[i][1] for i in test])
     print(
         f"held-out ({len(test)} pairs): exact match {scores['exact_match']:.3f}, BLEU {scores['bleu']:.1f}, "
@@ -166,7 +271,13 @@ def translate(args: argparse.Namespace) -> int:
     )
     for text in args.translate or []:
         print(f"{text}\t{model.predict([text])[0]}")
+    save_model(model, args)
     return 0
+
+
+def verbosity(args: argparse.Namespace) -> int:
+    """The estimators' ``verbose``: 1 (a progress bar per epoch with the loss) unless ``--quiet``."""
+    return 0 if args.quiet else 1
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -175,7 +286,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     def common(parser: argparse.ArgumentParser, epochs: int) -> None:
         parser.add_argument("--epochs", type=positive_int, default=epochs, help="passes over the training data")
         parser.add_argument("--seed", type=nonnegative_int, default=0, help="seeds the split and the training")
-        parser.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2), help="0 silent, 1 per epoch, 2 more")
+        parser.add_argument("--quiet", action="store_true", help="no progress bar")
+        add_scale_options(parser)
+        parser.add_argument("--out", metavar="DIR", help="save the trained model in this folder (new, empty or an "
+                            "earlier model folder) for 'grukit predict DIR' (default: not saved)")
 
     def test_size(parser: argparse.ArgumentParser, default: float) -> None:
         parser.add_argument("--test-size", type=open_fraction, default=default, help="share held out for the score")
@@ -187,12 +301,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--column", help="the CSV column to forecast (needed with --csv)")
     parser.add_argument("--horizon", type=positive_int, required=True, help="steps to forecast")
     parser.add_argument("--lookback", type=positive_int, default=36, help="past steps the network reads")
-    parser.add_argument("--season", type=positive_int, help="season length, e.g. 12 for monthly data (default: none)")
-    parser.add_argument("--differencing", choices=DIFFERENCING, help="default: seasonal with --season, else first")
+    parser.add_argument("--date-column", help="the CSV column of ISO dates (default: the first column that holds "
+                        "only dates, if any); forecasts are then dated")
+    parser.add_argument("--season", type=positive_int, help="season length, e.g. 12 for monthly data (default: from "
+                        "the dates' frequency, else none)")
+    parser.add_argument("--differencing", choices=DIFFERENCING, default="auto",
+                        help="auto: seasonal with a season, else first")
     parser.add_argument("--log", action="store_true", help="model log values (positive series)")
     parser.add_argument("--strategy", choices=STRATEGIES, default="direct", help="how the horizon is forecast")
     parser.add_argument("--evaluate", action="store_true", help="first score a fit that holds out the last horizon")
-    parser.add_argument("--output", help="write step,forecast,lower,upper to this file (default: print them)")
+    parser.add_argument("--output", help="write date (or step),forecast,lower_80,upper_80 (an 80%% prediction "
+                        "interval) to this CSV file (default: print them)")
     common(parser, 50)
     parser.set_defaults(handler=forecast)
 
@@ -214,7 +333,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--test-csv", help="a separate test file in the same layout (default: hold out --test-size)")
     parser.add_argument("--label-column", default="label", help="the column of labels")
     test_size(parser, 0.2)
-    parser.add_argument("--min-steps", type=nonnegative_int, default=1000, help="train at least this many steps")
+    parser.add_argument("--min-steps", type=nonnegative_int, default=0, help="train at least this many optimizer "
+                        "steps, raising --epochs if needed (small sets need about 1000; the command says so)")
     common(parser, 100)
     parser.set_defaults(handler=classify_series)
 

@@ -18,6 +18,7 @@ import codecs
 import csv
 import io
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 MISSING = frozenset({"", "nan", "na"})
+ISO_DATE = re.compile(r"\d{4}-\d{2}(-\d{2}([ T]\d{2}(:\d{2}(:\d{2}(\.\d+)?)?)?)?)?")
 _CHUNK_BYTES = 1 << 20
 
 
@@ -166,15 +168,32 @@ def read_series_column(path: str | os.PathLike, column: str) -> np.ndarray:
     return values
 
 
-def read_series_rows(path: str | os.PathLike, label_column: str) -> tuple[list[np.ndarray], np.ndarray]:
-    """One labelled series per row: ``(series, labels)`` with each series ``(T_i, 1)`` and labels ``(n,)`` str.
+def is_iso_date(text: str) -> bool:
+    """Whether ``text`` is an ISO date, ``2024-01``, ``2024-01-31`` or ``2024-01-31 12:00[:00]`` (``T`` too)."""
+    return ISO_DATE.fullmatch(text.strip()) is not None
+
+
+def read_lines(path: str | os.PathLike) -> list[str]:
+    """The non-blank lines of a UTF-8 text file, stripped, one item (a text, a sentence) per line."""
+    lines = [line.strip() for line in read_text(path).splitlines()]
+    lines = [line for line in lines if line]
+    if not lines:
+        raise ValueError(f"{path} holds only blank lines; expected one item per line")
+    return lines
+
+
+def read_series_rows(
+    path: str | os.PathLike, label_column: str | None
+) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """One labelled series per row: ``(series, labels)`` with each series ``(T_i, 1)`` and labels ``(n,)`` str
+    (with ``label_column=None``: every column holds values, and ``labels`` is ``None``).
 
     A series shorter than the widest one ends early: the cells after its last value are empty (or ``NaN``,
     or the row simply stops). A missing value before a series' last one is refused, naming its line and
     column: dropping it would shift the rest of that series in time.
     """
-    table = read_csv(path, [label_column], short_rows=True)
-    label_index = table.header.index(label_column)
+    table = read_csv(path, [label_column] if label_column else [], short_rows=True)
+    label_index = table.header.index(label_column) if label_column else -1
     value_columns = [name for i, name in enumerate(table.header) if i != label_index]
     series, labels = [], []
     for row, line in zip(table.rows, table.lines):
@@ -189,12 +208,13 @@ def read_series_rows(path: str | os.PathLike, label_column: str) -> tuple[list[n
                 f"{path} line {line}, column {value_columns[gap[0]]!r}: a value is missing inside the series; only "
                 "the cells after a series ends may be empty"
             )
-        label = row[label_index].strip() if label_index < len(row) else ""
-        if not label:
-            raise ValueError(f"{path} line {line}, column {label_column!r}: the label is empty")
         series.append(values[: present[-1] + 1, None])
-        labels.append(label)
-    return series, np.array(labels)
+        if label_column:
+            label = row[label_index].strip() if label_index < len(row) else ""
+            if not label:
+                raise ValueError(f"{path} line {line}, column {label_column!r}: the label is empty")
+            labels.append(label)
+    return series, np.array(labels) if label_column else None
 
 
 def read_labelled_texts(

@@ -1,6 +1,9 @@
 """Keras-style layers: configuration up front, weights built from the input shape on first call, padding
-masks carried from ``Embedding(mask_zero=True)`` to the recurrent layers, the loss and the metrics."""
+masks carried from ``Embedding(mask_zero=True)`` to the recurrent layers, the loss and the metrics.
+Weight options take Keras' names and objects: :mod:`~grukit.layers.initializers`,
+:mod:`~grukit.layers.regularizers`, :mod:`~grukit.layers.constraints`."""
 
+from grukit.layers import constraints, initializers, regularizers
 from grukit.layers.base import Layer
 from grukit.layers.core import (
     Dense,
@@ -10,7 +13,7 @@ from grukit.layers.core import (
     GlobalMaxPooling1D,
     TimeDistributed,
 )
-from grukit.layers.recurrent import GRU, LSTM, Bidirectional, MinGRU
+from grukit.layers.recurrent import GRU, LSTM, Bidirectional, MinGRU, SimpleRNN
 
 __all__ = [
     "GRU",
@@ -23,5 +26,9 @@ __all__ = [
     "GlobalMaxPooling1D",
     "Layer",
     "MinGRU",
+    "SimpleRNN",
     "TimeDistributed",
+    "constraints",
+    "initializers",
+    "regularizers",
 ]

@@ -8,6 +8,8 @@ Keras does: ``(None, None, 128)`` is "any batch of any-length sequences of 128 f
 
 from __future__ import annotations
 
+import numpy as np
+import torch
 from torch import Tensor, nn
 
 Shape = tuple  # of int | None
@@ -57,11 +59,38 @@ class Layer(nn.Module):
             self.build((None, *x.shape[1:]))
         return self.call(x, mask)
 
+    @property
+    def losses(self) -> list[Tensor]:
+        """Regularization penalties of this layer's weights and of the layers inside it (Keras' ``layer.losses``);
+        a ``Sequential`` adds them to its training loss."""
+        return [loss for child in self.children() if isinstance(child, Layer) for loss in child.losses]
+
+    def get_weights(self) -> list[np.ndarray]:
+        """The weights as numpy arrays, in Keras' layout and order (``[kernel, bias]`` for ``Dense``)."""
+        return [p.detach().cpu().numpy().copy() for p in self.parameters()]
+
+    def set_weights(self, weights: list) -> None:
+        """Load weights given as :meth:`get_weights` returns them (a Keras layer's ``get_weights()`` fits)."""
+        parameters = list(self.parameters())
+        expected = [tuple(p.shape) for p in parameters]
+        got = [tuple(np.shape(w)) for w in weights]
+        if got != expected:
+            raise ValueError(f"{type(self).__name__} {self.name!r} expected weights of shapes {expected}, got {got}")
+        with torch.no_grad():
+            for parameter, value in zip(parameters, weights):
+                parameter.copy_(as_tensor(value))
+
     def count_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name")
+
+
+def as_tensor(value: object) -> Tensor:
+    """``value`` as a tensor: tensors pass through, numpy arrays and nested lists are converted (as Keras
+    converts its inputs)."""
+    return value if isinstance(value, Tensor) else torch.as_tensor(np.asarray(value))
 
 
 def layer_from_config(entry: dict) -> Layer:

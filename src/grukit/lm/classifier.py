@@ -43,6 +43,7 @@ from grukit.train.checkpoint import (
     save_checkpoint,
     seed_everything,
 )
+from grukit.train.distributed import PRECISIONS
 from grukit.train.loop import Trainer
 from grukit.train.metrics import SparseCategoricalAccuracy
 
@@ -187,6 +188,8 @@ class ClassifierTraining:
         max_len: texts are cut to their first ``max_len`` tokens.
         lora_rank, lora_alpha, lora_targets: adapters (``lora``).
         seed: shuffling, dropout and the head's initialisation.
+        accumulate: batches per optimizer step (gradient accumulation); under ``torchrun`` per process.
+        precision: ``"32"``, or ``"bf16"`` for bfloat16 autocast; ``None`` reads ``GRUKIT_PRECISION``.
     """
 
     method: str = "full"
@@ -203,11 +206,15 @@ class ClassifierTraining:
     lora_alpha: float = 16.0
     lora_targets: tuple[str, ...] = ("weight_ih", "weight_hh")
     seed: int = 0
+    accumulate: int = 1
+    precision: str | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"ClassifierTraining expected method in {METHODS}, got {self.method!r}")
-        for name in ("epochs", "batch_size", "max_len"):
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise ValueError(f"ClassifierTraining expected precision in {PRECISIONS}, got {self.precision!r}")
+        for name in ("epochs", "batch_size", "max_len", "accumulate"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"ClassifierTraining expected {name} to be a positive integer, got {value!r}")
@@ -368,6 +375,8 @@ def finetune_classifier(
         checkpoint_dir=checkpoint_dir,
         checkpoint_every=checkpoint_every,
         extra_files=model.encoder.tokenizer.files() if model.encoder.tokenizer is not None else None,
+        accumulate=config.accumulate,
+        precision=config.precision,
     )
     history = trainer.fit(
         LengthBucketedBatches(train_rows, train_labels, config.batch_size, config.max_len, config.seed),

@@ -28,6 +28,7 @@ from torch.nn.utils import parametrize
 from grukit.lm import lora
 from grukit.lm.sampling import sample_next
 from grukit.nn import GRU, drop_connect
+from grukit.nn.recurrent import reset_rows
 from grukit.text.tokenizer import BPETokenizer, CharTokenizer, tokenizer_from_files
 from grukit.train.checkpoint import (
     CheckpointError,
@@ -383,6 +384,24 @@ class GRULanguageModel(nn.Module):
         """Zeros, one ``(1, B, H_l)`` tensor per layer."""
         weight = self.embedding.weight
         return tuple(weight.new_zeros(1, batch_size, hidden) for _, hidden in self.config.layer_sizes())
+
+    def step(self, ids: Tensor, state: State | None = None, reset: Tensor | None = None) -> tuple[Tensor, State]:
+        """Advance every stream by one token: ``ids`` ``(B,)`` → ``(logits (B, V), new state)``; ``state`` as
+        :meth:`initial_state` (zeros when omitted). Stepping through a sequence gives ``forward``'s logits and
+        state. ``reset`` ``(B,)`` bool restarts the streams where it is true before this token."""
+        if not isinstance(ids, Tensor) or ids.dim() != 1:
+            got = tuple(ids.shape) if isinstance(ids, Tensor) else type(ids).__name__
+            raise ValueError(f"GRULanguageModel.step expected one token per stream, ids of shape (batch,), got {got}")
+        if state is None:
+            state = self.initial_state(ids.shape[0])
+        if reset is not None:
+            state = self.reset_state(state, reset)
+        logits, state = self(ids.unsqueeze(1), state)  # (B, 1, V)
+        return logits[:, 0], state
+
+    def reset_state(self, state: State, mask: Tensor) -> State:
+        """``state`` with the streams where ``mask`` ``(B,)`` (bool) is true set back to zeros."""
+        return reset_rows("GRULanguageModel", state, mask, batch_dim=1)
 
 
 def detach_state(state: Sequence[Tensor]) -> State:

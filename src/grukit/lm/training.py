@@ -10,6 +10,11 @@ Per step ``s`` with batch ``(x, y)`` ``(B, T)``, run by the Trainer with ``state
     clip ‖∇‖ to ``clip``; AdamW step at lr(s)      lr: linear warm-up, then cosine down to lr / 10
     state = detach(state)
 
+``accumulate`` windows make one optimizer step; ``precision="bf16"`` runs the forward pass under bfloat16
+autocast (weights, optimizer and carried state in float32). Launched by ``torchrun``, the Trainer splits the
+``B`` streams among the processes (``B / W`` contiguous streams each) and the step's gradient is the
+single-process one; rank 0 validates, logs and saves.
+
 Validation reports the mean loss per token, as bits per character (``loss / ln 2``, char tokenizer) or
 perplexity (``exp(loss)``, BPE).
 """
@@ -29,7 +34,9 @@ from grukit.lm.model import GRULanguageModel, State, config_from_dict
 from grukit.text.batching import TBPTTBatches
 from grukit.train.callbacks import Callback, CosineSchedule, CSVLogger, ProgressBar, TensorBoard
 from grukit.train.checkpoint import checkpoint_exists, seed_everything
+from grukit.train.distributed import PRECISIONS, resolve_precision, world_from_env
 from grukit.train.loop import Trainer
+from grukit.train.memory import estimate_memory
 
 CHECKPOINT = "checkpoint"
 MODEL = "model"
@@ -55,6 +62,9 @@ class LMTrainingConfig:
         seed: seeds Python, numpy and torch before the model's first step.
         checkpoint_every: write the resumable checkpoint every this many steps (and at every epoch's end).
         valid_batch_size: streams for validation.
+        accumulate: windows per optimizer step (gradient accumulation): ``accumulate · batch_size · seq_len``
+            tokens per step.
+        precision: ``"32"``, or ``"bf16"`` for bfloat16 autocast; ``None`` reads ``GRUKIT_PRECISION``.
     """
 
     batch_size: int = 32
@@ -68,9 +78,13 @@ class LMTrainingConfig:
     seed: int = 0
     checkpoint_every: int = 200
     valid_batch_size: int = 16
+    accumulate: int = 1
+    precision: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "seq_len", "epochs", "checkpoint_every", "valid_batch_size"):
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise ValueError(f"LMTrainingConfig expected precision in {PRECISIONS}, got {self.precision!r}")
+        for name in ("batch_size", "seq_len", "epochs", "checkpoint_every", "valid_batch_size", "accumulate"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"LMTrainingConfig expected {name} to be a positive integer, got {value!r}")
@@ -117,7 +131,9 @@ def language_model_loss(logits: torch.Tensor, targets: torch.Tensor, mask: None 
 
 class _ValidateAndSave(Callback):
     """At every epoch's end (and at the last step): validate into the logs as ``val_loss`` and
-    ``val_bits_per_char`` / ``val_perplexity``, then save the model in ``folder``."""
+    ``val_bits_per_char`` / ``val_perplexity``, then save the model in ``folder`` (rank 0 only)."""
+
+    rank_zero_only = True
 
     def __init__(self, tokens: np.ndarray | None, config: LMTrainingConfig, kind: str, folder: Path) -> None:
         self.tokens, self.config, self.kind, self.folder = tokens, config, kind, folder
@@ -137,14 +153,17 @@ class _Throughput(Callback):
     def __init__(self, batches: TBPTTBatches, on_step: Callable[[int, float], None] | None) -> None:
         self.batches, self.on_step = batches, on_step
         self.tokens, self.seconds, self.last_loss, self._started = 0, 0.0, float("nan"), 0.0
+        self._first_window = 0
 
     def on_batch_begin(self, step: int, logs: dict) -> None:
         self._started = time.perf_counter()
+        self._first_window = self.trainer.batch_index
 
     def on_batch_end(self, step: int, logs: dict) -> None:
         self.seconds += time.perf_counter() - self._started
-        batches, index = self.batches, self.trainer.batch_index - 1
-        self.tokens += batches.batch_size * min(batches.seq_len, batches.row_len - 1 - index * batches.seq_len)
+        batches = self.batches
+        for index in range(self._first_window, self.trainer.batch_index):  # the step's windows, of all ranks
+            self.tokens += batches.batch_size * min(batches.seq_len, batches.row_len - 1 - index * batches.seq_len)
         self.last_loss = logs["batch_loss"]
         if self.on_step is not None:
             self.on_step(step, self.last_loss)
@@ -180,10 +199,12 @@ def train_language_model(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     batches = TBPTTBatches(train_tokens, config.batch_size, config.seq_len)
+    main = world_from_env().main
     seed_everything(config.seed)  # a resumed run takes its RNG states from the checkpoint instead
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay
     )
+    trainer_precision = resolve_precision(config.precision)
     kind = model.tokenizer.kind if model.tokenizer is not None else "char"
     metric = _valid_metric(1.0, kind)[0]
     continuing = resume and checkpoint_exists(out / CHECKPOINT)  # otherwise the logs start afresh
@@ -204,6 +225,9 @@ def train_language_model(
             print("tensorboard is not installed (pip install 'grukit[logging]'): writing CSV logs only")
     if progress:
         callbacks.append(ProgressBar("lm train"))
+        if main:
+            x, y = batches[0]
+            print(estimate_memory(model, optimizer, (x,), y, None, language_model_loss, True, trainer_precision).line())
     callbacks.append(throughput)
     trainer = Trainer(
         model,
@@ -216,6 +240,8 @@ def train_language_model(
         checkpoint_every=config.checkpoint_every,
         stateful=True,
         extra_files=model.tokenizer.files() if model.tokenizer is not None else None,
+        accumulate=config.accumulate,
+        precision=trainer_precision,
     )
     history = trainer.fit(batches, epochs=config.epochs, verbose=0, resume=resume, max_steps=config.steps)
     result: dict = {"steps": trainer.step, "train_loss": throughput.last_loss}

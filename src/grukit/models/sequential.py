@@ -18,9 +18,10 @@ import torch
 from torch import Tensor, nn
 
 from grukit.layers.base import Layer, Shape, layer_from_config, layer_to_config
-from grukit.layers.core import Embedding
-from grukit.layers.recurrent import RecurrentLayer
+from grukit.layers.core import Embedding, GlobalAveragePooling1D, GlobalMaxPooling1D
+from grukit.layers.recurrent import Bidirectional, RecurrentLayer
 from grukit.models.data import Batches, Samples, make_batches
+from grukit.nn.recurrent import reset_rows
 from grukit.train import Callback, History, Metric, Trainer, get_loss, get_metric
 from grukit.train.checkpoint import (
     CheckpointError,
@@ -174,6 +175,60 @@ class Sequential(nn.Module):
         ]
         print_fn("\n".join(lines))
 
+    # Streaming ---------------------------------------------------------------------------------------------
+    def initial_state(self, batch_size: int) -> dict[str, Tensor]:
+        """Zeros to start :meth:`step` from: ``{"layers.{i}.h": (B, units)}`` for each recurrent layer ``i``
+        (LSTM layers also ``"layers.{i}.c"``), plain tensors that save with safetensors."""
+        if not self.built:
+            raise RuntimeError("the model is not built yet: call build(input_shape), or fit / predict first")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(
+                f"Sequential.initial_state expected batch_size to be a positive integer, got {batch_size!r}"
+            )
+        state = {}
+        for index, layer in enumerate(self.layers):
+            if isinstance(layer, RecurrentLayer):
+                for slot in ("h", "c")[: layer.state_count]:
+                    state[f"layers.{index}.{slot}"] = layer.module.weight_ih_l0.new_zeros(batch_size, layer.units)
+        return state
+
+    def step(
+        self, x_t: Tensor, state: dict[str, Tensor] | None = None, reset: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Advance every stream by one step: ``x_t`` (token ids ``(B,)`` or features ``(B, F)``) → ``(output,
+        new state)``. The output is what ``forward`` gives at this step: ``(B, ...)`` per step for a model whose
+        recurrent layers return sequences, the running final output otherwise. Every step counts as real (no
+        padding mask); ``reset`` ``(B,)`` bool restarts the streams where it is true before this step. Layers that
+        need the whole sequence (``go_backwards``, ``Bidirectional``, global pooling) cannot stream."""
+        if state is None:
+            state = self.initial_state(int(x_t.shape[0]))
+        if reset is not None:
+            state = self.reset_state(state, reset)
+        x, timed, new_state = x_t.unsqueeze(1), True, {}  # (B, 1, ...): one step
+        for index, layer in enumerate(self.layers):
+            if isinstance(layer, RecurrentLayer):
+                if layer.go_backwards or layer.return_state:
+                    reason = "go_backwards needs the whole sequence" if layer.go_backwards else "it has return_state"
+                    raise ValueError(f"Sequential.step cannot stream layer {layer.name!r}: {reason}")
+                keys = [f"layers.{index}.{slot}" for slot in ("h", "c")[: layer.state_count]]
+                if any(key not in state for key in keys):
+                    raise ValueError(f"Sequential.step expected a state holding {keys}, got keys {sorted(state)}")
+                initial = tuple(state[key].unsqueeze(0) for key in keys)  # (1, B, units) each
+                output, final = layer.module(x, initial[0] if layer.state_count == 1 else initial)  # (B, 1, units)
+                final = (final,) if layer.state_count == 1 else tuple(final)
+                new_state.update({key: s[0] for key, s in zip(keys, final)})
+                x, timed = (output, True) if layer.return_sequences else (output[:, 0], False)
+            elif isinstance(layer, (Bidirectional, GlobalAveragePooling1D, GlobalMaxPooling1D)):
+                raise ValueError(f"Sequential.step cannot stream layer {layer.name!r} ({type(layer).__name__}): it "
+                                 "needs the whole sequence")
+            else:
+                x, _ = layer(x)
+        return (x[:, 0] if timed else x), new_state
+
+    def reset_state(self, state: dict[str, Tensor], mask: Tensor) -> dict[str, Tensor]:
+        """``state`` with the streams where ``mask`` ``(B,)`` (bool) is true set back to zeros."""
+        return reset_rows("Sequential", state, mask, batch_dim=0)
+
     # Training ----------------------------------------------------------------------------------------------
     def compile(
         self,
@@ -222,7 +277,8 @@ class Sequential(nn.Module):
         }
 
     def _masked_loss(self, outputs: Tensor, targets: Tensor, mask: Tensor | None) -> Tensor:
-        return self.loss_fn(outputs, targets, self.merge_mask(mask))
+        penalties = sum(penalty for layer in self.layers for penalty in layer.losses)  # regularizers, as Keras
+        return self.loss_fn(outputs, targets, self.merge_mask(mask)) + penalties
 
     def _ensure_trainer(self) -> Trainer:
         if self.compile_config is None:

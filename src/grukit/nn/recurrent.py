@@ -64,6 +64,26 @@ def check_matches_weights(owner: str, x: Tensor, weight: Tensor) -> None:
         )
 
 
+def reset_rows(owner: str, state: Tensor | tuple | dict, mask: Tensor, batch_dim: int) -> Tensor | tuple | dict:
+    """``state`` (a tensor, or a tuple or dict of them) with the rows of axis ``batch_dim`` where the bool ``mask``
+    ``(B,)`` is true set to zero: those streams start over. Returns new tensors."""
+
+    def reset(tensor: Tensor) -> Tensor:
+        batch = tensor.shape[batch_dim]
+        if not isinstance(mask, Tensor) or mask.dtype != torch.bool or tuple(mask.shape) != (batch,):
+            got = f"{mask.dtype} of shape {tuple(mask.shape)}" if isinstance(mask, Tensor) else type(mask).__name__
+            raise ValueError(f"{owner}.reset_state expected a bool mask of shape ({batch},), one per stream, got {got}")
+        shape = [1] * tensor.dim()
+        shape[batch_dim] = batch
+        return tensor.masked_fill(mask.to(tensor.device).view(shape), 0.0)
+
+    if isinstance(state, dict):
+        return {key: reset(value) for key, value in state.items()}
+    if isinstance(state, (tuple, list)):
+        return tuple(reset(value) for value in state)
+    return reset(state)
+
+
 class RecurrentBase(nn.Module):
     """Parameters, validation and the layer / direction loop shared by :class:`GRU`, :class:`LSTM` and
     :class:`MinGRU`. Subclasses set ``gates`` and ``recurrent`` and implement ``_run_direction``."""
@@ -162,6 +182,40 @@ class RecurrentBase(nn.Module):
         if self.bidirectional:
             parts.append("bidirectional=True")
         return ", ".join(parts)
+
+    # Streaming ---------------------------------------------------------------------------------------------
+    def initial_state(self, batch_size: int) -> Tensor | tuple[Tensor, Tensor]:
+        """Zeros to start :meth:`step` from: ``(D*L, B, H)`` on the weights' device and dtype (LSTM: the pair
+        ``(h, c)``), the state ``forward`` starts from when given none."""
+        _check_positive_int(type(self).__name__, "batch_size", batch_size)
+        zeros = self.weight_ih_l0.new_zeros(self.num_layers * self.num_directions, batch_size, self.hidden_size)
+        return (zeros, zeros.clone()) if self.state_count == 2 else zeros
+
+    def step(
+        self, x_t: Tensor, state: Tensor | tuple[Tensor, Tensor] | None = None, reset: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | tuple[Tensor, Tensor]]:
+        r"""Advance a stream by one time step: ``x_t`` ``(B, I)`` and ``state`` (:meth:`initial_state`'s shapes,
+        zeros when omitted) → ``(output_t (B, H), new state)``. Stepping through a sequence gives ``forward``'s
+        outputs and final state. ``reset`` ``(B,)`` bool restarts the streams where it is true from zeros before
+        this step (see :meth:`reset_state`). Forward-only: a bidirectional module needs the whole sequence."""
+        name = type(self).__name__
+        if self.bidirectional:
+            raise ValueError(f"{name}.step runs forwards in time; a bidirectional {name} needs the whole sequence")
+        if not isinstance(x_t, Tensor) or x_t.dim() != 2:
+            got = tuple(x_t.shape) if isinstance(x_t, Tensor) else type(x_t).__name__
+            raise ValueError(f"{name}.step expected one step of shape (batch, {self.input_size}), got {got}")
+        if state is None:
+            state = self.initial_state(x_t.shape[0])
+        if reset is not None:
+            state = self.reset_state(state, reset)
+        time_axis = 1 if self.batch_first else 0
+        output, state = self(x_t.unsqueeze(time_axis), state)  # (B, 1, H) or (1, B, H)
+        return output.squeeze(time_axis), state
+
+    def reset_state(self, state: Tensor | tuple[Tensor, Tensor], mask: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        """``state`` with the streams where ``mask`` ``(B,)`` (bool) is true set back to zeros, the others kept;
+        a new state, ``state`` itself is left alone."""
+        return reset_rows(type(self).__name__, state, mask, batch_dim=1)
 
     # ----------------------------------------------------------------------------------------------------
     def _check_input(self, x: Tensor) -> tuple[Tensor, bool]:
@@ -286,7 +340,8 @@ class GRU(RecurrentBase):
         engine: ``"auto"`` (default: the fastest installed engine for the input's dtype and device, named in
             ``repr``), ``"onednn"`` (oneDNN's fused GRU, float32 CPU), ``"native"`` (grukit's fused kernel,
             float32/float64 CPU) or ``"reference"`` (the readable cells); see :mod:`grukit.ops.engines`.
-            All give the same results; the fast engines support first-order gradients only.
+            All give the same results and gradients of every order (the fast engines recompute second
+            derivatives through the cells, :mod:`grukit.ops.recompute`); every engine runs from any thread.
 
     Shapes (``batch_first=True``):
         - input ``x``: ``(B, T, I)``, or unbatched ``(T, I)``;

@@ -76,6 +76,7 @@ class _GatedScan(torch.autograd.Function):
         dL/dh̃_t = z_t ⊙ G_t,   dL/dg_t = z_t (1 − z_t) ⊙ (h̃_t − h_{t-1}) ⊙ G_t,   dL/dh_0 = (1 − z_1) ⊙ G_1
 
     The gradient of ``[g | h̃]`` is written into one tensor, so the projection's backward needs no ``cat``.
+    Second derivatives go through :func:`_gated_reference` (:mod:`grukit.ops.recompute`).
     """
 
     @staticmethod

@@ -9,7 +9,8 @@ Per layer and direction, with ``G_i = X W_ih^T + b_ih`` for all steps as one GEM
                          dh_{t-1} = z ⊙ dh_t + dG_h[t] W_hh        (one GEMM)
     after the loop:      dX = dG_i W_ih,  dW_ih = dG_i^T X,  dW_hh = dG_h^T H_prev   (one GEMM each)
 
-Same maths as :func:`grukit.ops.reference.gru_cell`, which the tests hold it to.
+Same maths as :func:`grukit.ops.reference.gru_cell`, which the tests hold it to. Second derivatives go
+through the reference (:mod:`grukit.ops.recompute`).
 """
 
 from __future__ import annotations

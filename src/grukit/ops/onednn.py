@@ -13,7 +13,8 @@ after fused optimizers (``Adam(fused=True)`` updates in place without bumping ``
 writes, and conversion reads the weights once, ~1/(B·T) of the GEMM work of a call. The C++ side caches the
 primitives per shape; each call owns its scratchpad, stream and reordered weights, so the engine runs from
 any thread (a web server's request threads) and stays sound when a call is interrupted. float32 only; the
-runtime comes from the ``onednn-cpu-gomp`` wheel.
+runtime comes from the ``onednn-cpu-gomp`` wheel. Second derivatives go through the reference
+(:mod:`grukit.ops.recompute`).
 """
 
 from __future__ import annotations

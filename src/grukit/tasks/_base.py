@@ -4,10 +4,13 @@ and saving as a readable folder (``config.json`` + ``model.safetensors``)."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import numbers
 import os
+import types
+import typing
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,7 +26,7 @@ from torch import Tensor, nn
 from grukit.nn import GRU, LSTM
 from grukit.text import BucketBatches, lengths_to_mask
 from grukit.train import Callback, History, LearningRateScheduler, Trainer, seed_everything
-from grukit.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from grukit.train.checkpoint import CheckpointError, check_weights_fit, load_checkpoint, save_checkpoint
 from grukit.train.losses import LossFn
 from grukit.train.metrics import Metric
 
@@ -116,6 +119,11 @@ def check_labels(y: Any, owner: str, count: int, samples: str, multi_output: boo
                 f"(e.g. {', '.join(repr(v) for v in examples.values())}); convert them to one type first"
             )
         labels = np.asarray(items.tolist())
+        if labels.dtype == object and kinds == ["number"]:
+            raise TypeError(
+                f"{owner} expected number labels that fit in 64 bits, got values such as "
+                f"{max(items.ravel(), key=abs)!r:.40}; map them to smaller class ids (or strings) first"
+            )
     if labels.ndim == 2 and labels.shape[1] == 1 and not multi_output:
         warnings.warn(
             DataConversionWarning(
@@ -149,8 +157,62 @@ def labels_to_json(labels: np.ndarray) -> dict:
     return {"values": labels.tolist(), "dtype": labels.dtype.str}
 
 
-def labels_from_json(entry: dict) -> np.ndarray:
-    return np.asarray(entry["values"], dtype=np.dtype(entry["dtype"]))
+def labels_from_json(entry: dict, name: str = "classes") -> np.ndarray:
+    """Inverse of :func:`labels_to_json`, refusing what ``fit`` cannot have written: no labels, labels of another
+    kind than strings or numbers, and labels out of order or repeated (``LabelEncoder`` sorts them; a reordered
+    list would make ``predict`` name the wrong classes). ``name`` says which entry of ``config.json`` it is."""
+    if (
+        not isinstance(entry, dict)
+        or not isinstance(entry.get("values"), list)
+        or not isinstance(entry.get("dtype"), str)
+    ):
+        raise CheckpointError(
+            f'config.json "fitted" {name} must be {{"values": [labels], "dtype": "<numpy dtype>"}}, '
+            f"got {json.dumps(entry)[:80]}"
+        )
+    try:
+        labels = np.asarray(entry["values"], dtype=np.dtype(entry["dtype"]))
+    except (TypeError, ValueError, OverflowError) as error:
+        raise CheckpointError(
+            f'config.json "fitted" {name} are not of their dtype {entry["dtype"]!r}: {error}'
+        ) from error
+    if labels.ndim != 1 or not len(labels) or labels.dtype.kind not in "biufU":
+        raise CheckpointError(
+            f'config.json "fitted" {name} must be a non-empty list of strings or numbers, got {entry["values"]!r:.80}'
+        )
+    if (labels[1:] <= labels[:-1]).any():
+        raise CheckpointError(
+            f'config.json "fitted" {name} must be sorted and distinct, as fit() writes them, got '
+            f"{entry['values']!r:.80}; reordered labels would make predict() name the wrong classes"
+        )
+    return labels
+
+
+def fitted_int(value: object, name: str, minimum: int = 1, maximum: int | None = None) -> int:
+    """``value`` from ``config.json``'s ``"fitted"`` as an int in ``[minimum, maximum]``, else
+    :class:`CheckpointError`."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
+        bounds = f"from {minimum} to {maximum}" if maximum is not None else f"of at least {minimum}"
+        raise CheckpointError(f'config.json "fitted" {name} must be an integer {bounds}, got {value!r:.80}')
+    return value
+
+
+def fitted_floats(value: object, name: str, size: int, positive: bool = False) -> np.ndarray:
+    """``value`` from ``config.json``'s ``"fitted"`` as ``size`` finite float32 numbers (``> 0`` with
+    ``positive``), shape ``(size,)``, else :class:`CheckpointError`."""
+    numbers_ok = isinstance(value, list) and all(
+        isinstance(item, numbers.Real) and not isinstance(item, bool) for item in value
+    )
+    array = np.asarray(value, dtype=np.float32) if numbers_ok else None
+    if array is None or array.shape != (size,) or not np.isfinite(array).all() or (positive and (array <= 0).any()):
+        kind = "positive finite numbers" if positive else "finite numbers"
+        raise CheckpointError(f'config.json "fitted" {name} must be a list of {size} {kind}, got {value!r:.80}')
+    return array
 
 
 class GRUEstimator(BaseEstimator):
@@ -205,13 +267,21 @@ class GRUEstimator(BaseEstimator):
         """The estimator :meth:`save_pretrained` wrote to ``path``, ready to predict (checksums verified)."""
         checkpoint = load_checkpoint(path, architecture=f"grukit.{cls.__name__}")
         try:
-            estimator = cls(**params_from_json(checkpoint.config["params"]))
-            estimator._restore(checkpoint.config["fitted"], checkpoint.extra_files)
+            estimator = cls(**saved_params(cls, checkpoint.config.get("params")))
+            fitted = checkpoint.config["fitted"]
+            if not isinstance(fitted, dict):
+                raise CheckpointError(f'config.json "fitted" must be a JSON object, got {json.dumps(fitted)[:80]}')
+            with torch.device("meta"):  # shapes only: an edited size fails below instead of allocating
+                estimator._restore(fitted, checkpoint.extra_files)
+            expected = {name: tuple(tensor.shape) for name, tensor in estimator.module_.state_dict().items()}
+            check_weights_fit(path, expected, checkpoint.weights)
+            estimator._restore(fitted, checkpoint.extra_files)
             estimator.module_.load_state_dict(checkpoint.weights)
-        except (KeyError, TypeError, RuntimeError) as error:
-            raise CheckpointError(
-                f"{os.fspath(path)!r} does not hold a complete {cls.__name__}: {type(error).__name__}: {error}"
-            ) from error
+        except Exception as error:
+            if isinstance(error, CheckpointError) and os.fspath(path) in str(error):
+                raise
+            cause = str(error) if isinstance(error, CheckpointError) else f"{type(error).__name__}: {error}"
+            raise CheckpointError(f"{os.fspath(path)!r} does not hold a complete {cls.__name__}: {cause}") from error
         estimator.module_.eval()
         return estimator
 
@@ -265,3 +335,50 @@ def params_from_json(params: dict[str, Any]) -> dict[str, Any]:
         return tuple(restored(item) for item in value) if isinstance(value, list) else value
 
     return {name: restored(value) for name, value in params.items()}
+
+
+JSON_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", tuple: "a list"}
+
+
+def _accepted_types(hint: Any) -> tuple[type, ...] | None:
+    """The runtime types a parameter annotation allows (``int | None`` → ``(int, NoneType)``; a float takes ints
+    too), or ``None`` when it names something this check does not judge."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    accepted: list[type] = []
+    for option in options:
+        origin = typing.get_origin(option) or option
+        if option is None or origin is type(None):
+            accepted.append(type(None))
+        elif origin in JSON_NAMES:
+            accepted += [int, float] if origin is float else [origin]
+        else:
+            return None
+    return tuple(accepted)
+
+
+def saved_params(cls: type, params: object) -> dict[str, Any]:
+    """The ``__init__`` arguments stored in ``config.json``'s ``"params"``, checked against ``cls``'s signature:
+    known names only, and each of a type its annotation allows (an int for ``int``, a number for ``float``, a
+    string, a bool, a tuple, ``None`` for an optional one), so an edited value fails here and not deep inside the
+    network."""
+    if not isinstance(params, dict):
+        raise CheckpointError(
+            f'config.json "params" must be a JSON object of {cls.__name__} parameters, got {json.dumps(params)[:80]}'
+        )
+    names = [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
+    unknown = sorted(set(params) - set(names))
+    if unknown:
+        raise CheckpointError(f'config.json "params" names {unknown}, which {cls.__name__} does not take')
+    hints = typing.get_type_hints(cls.__init__)
+    restored = params_from_json(params)
+    for name, value in restored.items():
+        accepted = _accepted_types(hints.get(name, Any))
+        if accepted is None:
+            continue
+        fits = isinstance(value, accepted) and not (isinstance(value, bool) and bool not in accepted)
+        if not fits:
+            expected = " or ".join(dict.fromkeys(JSON_NAMES.get(kind, "null") for kind in accepted))
+            raise CheckpointError(
+                f'config.json "params" {name} must be {expected}, got {json.dumps(params[name])[:80]}'
+            )
+    return restored

@@ -79,6 +79,35 @@ def ets_forecast(
         return np.asarray(model.fit().forecast(horizon))
 
 
+def is_seasonal(train: np.ndarray, season: int) -> bool:
+    """The M4 competition's 90 % seasonality test: ``|r_m| > 1.645 √((1 + 2 Σ_{k<m} r_k²) / n)``, ``r_k`` the
+    autocorrelation of the series at lag ``k``; ``False`` for ``m ≤ 1`` or fewer than ``3m`` points."""
+    x = np.asarray(train, dtype=float)
+    if season <= 1 or len(x) < 3 * season:
+        return False
+    centred = x - x.mean()
+    energy = float((centred**2).sum())
+    if energy == 0:
+        return False
+    r = np.array([(centred[k:] * centred[:-k]).sum() / energy for k in range(1, season + 1)])
+    return bool(abs(r[-1]) > 1.645 * np.sqrt((1 + 2 * (r[:-1] ** 2).sum()) / len(x)))
+
+
+def theta_forecast(train: np.ndarray, horizon: int, season: int) -> np.ndarray:
+    """The Theta method (Assimakopoulos & Nikolopoulos, 2000; statsmodels ``ThetaModel``): half the linear trend
+    added to simple exponential smoothing, after multiplicative deseasonalising when :func:`is_seasonal` holds."""
+    theta = require("statsmodels.tsa.forecasting.theta", "statsmodels", "The Theta baseline")
+    x = np.asarray(train, dtype=float)
+    seasonal = is_seasonal(x, season)
+    model = theta.ThetaModel(
+        x, period=season if seasonal else 1, deseasonalize=seasonal, use_test=False,
+        method="multiplicative" if (x > 0).all() else "additive",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return np.asarray(model.fit().forecast(horizon))
+
+
 def sarima_forecast(
     train: np.ndarray,
     horizon: int,

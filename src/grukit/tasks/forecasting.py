@@ -15,25 +15,161 @@ more features per step, and its last state predicts
 - ``strategy="recursive"``: ``z_{t+1}`` only, fed back ``h`` times (point forecasts, no interval).
 
 Undoing the differencing adds forecasts to past values (``û_{n+k} = u_{n+k−m} + d̂_{n+k}``); an interval
-bound is carried through the same sums, which is exact for ``h ≤ m`` with seasonal differencing and
-conservative beyond.
+bound is carried through the same sums.
+
+The interval is calibrated by split conformal prediction (conformalised quantile regression). The latest
+``calibration`` share of the windows is held out (with a gap of ``h`` windows, so no training target overlaps
+them) and a first network is trained on the rest; on each held-out window ``i`` and step ``k`` the score is
+``s_ik = max(l̂_ik − u_ik, u_ik − û_ik)`` (on the log scale with log=True), and the bounds are widened by
+``c_k = the ⌈(n+1)(1−α)⌉/n quantile of s_1k..s_nk``, ``1 − α = q_max − q_min`` (0.8 for levels 0.1 and 0.9).
+The network that forecasts is then trained on every window.
+
+Defaults a newcomer can rely on: ``season=None`` takes the season from a pandas ``DatetimeIndex``'s frequency
+(12 for monthly, 4 quarterly, 52 weekly, 7 daily, 24 hourly), else detects it (:func:`detect_season`: the
+candidate lag ``m`` in 4, 7, 12, 24, 52 whose autocorrelation of the first differences is largest and
+significant), else none; ``differencing="auto"`` is seasonal with a season and first without; ``log="auto"``
+models ``log x`` for a positive series whose seasonality is multiplicative (:func:`prefers_log`); ``lookback=None``
+reads ``max(3m, 3h)`` steps, shrunk on a short series to half the span windows can start in. A ``pandas.Series``
+with a ``DatetimeIndex`` in gives ``pandas.Series`` indexed by the future dates out.
+
+Global mode: ``fit([series_1, …, series_S])`` learns one network across all the series; ``predict(h)`` returns
+one forecast per series, in order. Each series is put on a common footing (ES-RNN style with ``hybrid=True``)::
+
+    u_t = log x_t (log) else x_t;      y_t = u_t − s_t;      σ = std(y_t − y_{t−1})
+    window ending at T:  z_{T−L+1..T} = (y − a_T) / σ,     targets (y_{T+k} − a_T) / σ,  k = 1..h
+
+with the anchor ``a_T = y_T`` and ``s_t = 0`` (plain), or, with ``hybrid=True``, ``a_T = ℓ_T`` and ``s_t`` the
+level and (additive, on ``u``) seasonal states of exponential smoothing fitted to each series (statsmodels,
+no trend). The forecast is ``û_{n+k} = a_n + σ ẑ_k + s_{n+k}``, ``s_{n+k}`` the last fitted season repeated. A
+series shorter than a window is padded on the left with its first value. With several ``lookback`` values
+and ``ensemble`` seeds each, one network is trained per (lookback, seed) pair and every quantile forecast is
+the median of theirs. The global interval is the raw quantiles (no conformal step); its coverage is measured
+in ``benchmarks/m3.py``.
 """
 
 from __future__ import annotations
 
+import math
 import numbers
+import warnings
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from grukit.datasets._packages import require
 from grukit.tasks._base import GRUEstimator, recurrent_layer, run_recurrent
 from grukit.tasks.baselines import mase
 from grukit.text import BucketBatches
+from grukit.train import seed_everything
 
 STRATEGIES = ("direct", "recursive")
-DIFFERENCING = ("none", "first", "seasonal")
+DIFFERENCING = ("auto", "none", "first", "seasonal")
+# pandas frequency code (without multiple or anchor) -> season length
+SEASONS = {
+    "Y": 1, "YS": 1, "YE": 1, "A": 1, "AS": 1, "BA": 1, "BY": 1, "BYS": 1, "BYE": 1,
+    "Q": 4, "QS": 4, "QE": 4, "BQ": 4, "BQS": 4, "BQE": 4,
+    "M": 12, "MS": 12, "ME": 12, "BM": 12, "BMS": 12, "BME": 12, "SM": 24, "SMS": 24, "SME": 24,
+    "W": 52, "D": 7, "B": 5, "C": 5, "h": 24, "H": 24, "bh": 8, "BH": 8, "min": 60, "T": 60,
+}
+MIN_CALIBRATION_WINDOWS = 5
+SEASON_CANDIDATES = (4, 7, 12, 24, 52)
+
+
+def season_from_frequency(freq: str | None) -> int | None:
+    """The season length of a pandas frequency string (``"MS"`` → 12, ``"W-SAT"`` → 52), ``None`` when it has
+    none grukit knows (a multiple such as ``"2D"`` included)."""
+    if not freq:
+        return None
+    code = freq.split("-")[0]
+    return SEASONS.get(code)
+
+
+def dates_of(series: object) -> tuple[object, str | None] | None:
+    """``(index, frequency)`` of a pandas object with a ``DatetimeIndex`` (frequency from the index, else
+    inferred, else ``None``); ``None`` for anything else."""
+    index = getattr(series, "index", None)
+    if index is None or type(index).__name__ != "DatetimeIndex":
+        return None
+    import pandas as pd
+
+    freq = index.freqstr if index.freq is not None else (pd.infer_freq(index) if len(index) >= 3 else None)
+    return index, freq
+
+
+def detect_season(values: np.ndarray, candidates: Sequence[int] = SEASON_CANDIDATES) -> int:
+    """The season length of ``values`` ``(n,)``: of the ``candidates`` ``m`` with at least ``3m`` first differences
+    ``d``, the one whose autocorrelation ``r_m`` of ``d`` is largest, provided it is significant,
+    ``r_m > max(0.3, 2.58 √((1 + 2 Σ_{k<m} r_k²) / len(d)))`` (Bartlett's standard error, 99 %); 1 when none is."""
+    d = np.diff(np.asarray(values, dtype=np.float64))
+    centred = d - d.mean() if len(d) else d
+    energy = float((centred**2).sum())
+    best, best_r = 1, 0.0
+    for m in candidates:
+        if len(d) < 3 * m or energy == 0:
+            continue
+        r = np.array([(centred[k:] * centred[:-k]).sum() / energy for k in range(1, m + 1)])  # r_1..r_m
+        limit = max(0.3, 2.58 * math.sqrt((1 + 2 * (r[:-1] ** 2).sum()) / len(d)))
+        if r[-1] > limit and r[-1] > best_r:
+            best, best_r = m, float(r[-1])
+    return best
+
+
+def prefers_log(values: np.ndarray, season: int) -> bool:
+    """Whether a positive series ``(n,)`` with season ``m`` is better described with multiplicative seasonality.
+    Classical decomposition: trend ``T_t`` the centred ``m``-moving average (``2×m`` for even ``m``), seasonal
+    indices the mean per phase of ``x − T`` (additive) or ``x / T`` (multiplicative); ``True`` when the
+    multiplicative remainder ``Σ (x − T·S)²`` is below 0.9 × the additive ``Σ (x − T − S)²``. ``False`` without a
+    season, with values ``≤ 0`` or fewer than three seasons."""
+    x = np.asarray(values, dtype=np.float64)
+    if season < 2 or len(x) < 3 * season or (x <= 0).any():
+        return False
+    weights = np.ones(season) if season % 2 else np.r_[0.5, np.ones(season - 1), 0.5]
+    trend = np.convolve(x, weights / season, mode="valid")  # (n − 2·half,)
+    half = (len(weights) - 1) // 2
+    middle = x[half : half + len(trend)]
+    phase = np.arange(half, half + len(trend)) % season
+    additive, ratio = middle - trend, middle / trend
+    add_index = np.array([additive[phase == p].mean() for p in range(season)])
+    mul_index = np.array([ratio[phase == p].mean() for p in range(season)])
+    add_error = ((additive - add_index[phase]) ** 2).sum()
+    mul_error = ((middle - trend * mul_index[phase]) ** 2).sum()
+    return bool(mul_error < 0.9 * add_error)
+
+
+def smoothing_states(u: np.ndarray, season: int) -> tuple[np.ndarray, np.ndarray]:
+    """Level ``ℓ_t`` and seasonal ``s_t`` states ``(n,)`` each of exponential smoothing without trend fitted to
+    ``u`` ``(n,)`` (statsmodels' ``ExponentialSmoothing``, additive season when ``n ≥ 3m``, else none and
+    ``s = 0``)."""
+    holtwinters = require("statsmodels.tsa.holtwinters", "statsmodels", "Forecaster(hybrid=True)")
+    seasonal = season > 1 and len(u) >= 3 * season
+    heuristic = len(u) >= max(10, 2 * season + 2)  # statsmodels' heuristic start needs two seasons, ten points
+    model = holtwinters.ExponentialSmoothing(
+        u, seasonal="add" if seasonal else None, seasonal_periods=season if seasonal else None,
+        initialization_method="heuristic" if heuristic else "estimated",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence chatter from the optimizer
+        fitted = model.fit()
+    states = np.asarray(fitted.season if seasonal else np.zeros(len(u)), dtype=np.float64)
+    return np.asarray(fitted.level, dtype=np.float64), states
+
+
+def is_collection(series: object) -> bool:
+    """Whether ``series`` is several series (a list or tuple of 1-D sequences) rather than one."""
+    return (
+        isinstance(series, (list, tuple)) and len(series) > 0
+        and all(not isinstance(item, (str, bytes)) and np.ndim(item) == 1 for item in series)
+    )
+
+
+def future_dates(last: str, freq: str, horizon: int):
+    """The ``horizon`` dates after ``last`` at frequency ``freq`` (a ``pandas.DatetimeIndex``)."""
+    import pandas as pd
+
+    return pd.date_range(start=pd.Timestamp(last), periods=horizon + 1, freq=freq)[1:]
 
 
 def pinball_loss(quantiles: Tensor) -> Callable[[Tensor, Tensor, Tensor | None], Tensor]:
@@ -64,30 +200,52 @@ class ForecastNet(nn.Module):
 class Forecaster(GRUEstimator):
     """Forecast a univariate series ``horizon`` steps ahead (see the module docstring for the method).
 
+    ``fit`` takes one series, or a list of series for global mode (see the module docstring); ``predict`` and
+    ``predict_interval`` then give a list, one entry per series.
+
     Args:
         horizon: steps to forecast (the most ``predict`` gives with the direct strategy).
-        lookback: past steps the GRU reads, ``L``.
-        season: season length ``m`` (12 for monthly data with a yearly cycle; 1 or None for none).
-        differencing: ``"seasonal"`` (needs ``season``), ``"first"`` or ``"none"``.
-        log: model ``log x`` (for multiplicative seasonality; the series must be positive).
+        lookback: past steps the GRU reads, ``L`` (``None``: chosen from the season, horizon and length; in
+            global mode a tuple trains one network per lookback, e.g. ``(12, 18, 24)``).
+        season: season length ``m`` (12 for monthly data with a yearly cycle; 1 for none; ``None``: from the
+            frequency of a pandas ``DatetimeIndex``, else detected, else none).
+        differencing: ``"auto"`` (seasonal with a season, else first), ``"seasonal"``, ``"first"`` or ``"none"``
+            (one series; global mode normalises by windows instead).
+        log: model ``log x`` (the series must be positive); ``"auto"``: for a positive series with multiplicative
+            seasonality, and in global mode whenever every series is positive.
+        hybrid: global mode: level and seasonality from per-series exponential smoothing (statsmodels), the GRU
+            forecasts the remainder.
+        ensemble: global mode: networks (seeds) per lookback; forecasts are the median over all networks.
+        windows_per_series: global mode: train on each series' latest windows only (``None``: all).
         strategy: ``"direct"`` or ``"recursive"``.
-        quantiles: levels for the direct strategy, including 0.5 (the point forecast).
+        quantiles: levels for the direct strategy, including 0.5 (the point forecast); the outer two bound the
+            prediction interval (0.1 and 0.9: an 80 % interval).
+        calibration: share of the latest windows held out to calibrate the interval (0 keeps the raw quantiles;
+            fewer than 5 windows also do, with a warning).
         hidden_size, num_layers, cell: the recurrent network (``cell="lstm"`` for comparisons).
         epochs, batch_size, learning_rate, random_state, verbose: training.
 
-    Fitted: ``series_`` (the training series), ``module_`` (the network), ``mean_`` and ``std_`` (the scaling),
-    ``levels_`` (the quantile levels it outputs), ``history_``.
+    Fitted: ``series_`` (the training series), ``season_``, ``log_``, ``lookback_`` and ``differencing_`` (as used),
+    ``global_`` (global mode: per series ``y``, anchors, ``σ`` and seasonal tail; ``None`` for one series),
+    ``dates_`` (the last
+    date and the frequency, or ``None``), ``module_`` (the network), ``mean_`` and ``std_`` (the scaling),
+    ``levels_`` (the quantile levels it outputs), ``interval_correction_`` ``(horizon,)`` (the conformal widening
+    ``c_k``, log scale with log=True), ``coverage_`` (the interval's nominal coverage), ``history_``.
     """
 
     def __init__(
         self,
         horizon: int = 12,
-        lookback: int = 36,
+        lookback: int | tuple[int, ...] | None = None,
         season: int | None = None,
-        differencing: str = "seasonal",
-        log: bool = False,
+        differencing: str = "auto",
+        log: bool | str = "auto",
+        hybrid: bool = False,
+        ensemble: int = 1,
+        windows_per_series: int | None = None,
         strategy: str = "direct",
         quantiles: tuple[float, ...] = (0.1, 0.5, 0.9),
+        calibration: float = 0.2,
         hidden_size: int = 16,
         num_layers: int = 1,
         cell: str = "gru",
@@ -102,8 +260,12 @@ class Forecaster(GRUEstimator):
         self.season = season
         self.differencing = differencing
         self.log = log
+        self.hybrid = hybrid
+        self.ensemble = ensemble
+        self.windows_per_series = windows_per_series
         self.strategy = strategy
         self.quantiles = quantiles
+        self.calibration = calibration
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.cell = cell
@@ -123,21 +285,98 @@ class Forecaster(GRUEstimator):
     # Transforms ------------------------------------------------------------------------------------------
     @property
     def _lag(self) -> int:
-        return {"none": 0, "first": 1, "seasonal": self.season or 0}[self.differencing]
+        return {"none": 0, "first": 1, "seasonal": self.season_}[self.differencing_]
 
-    def _validate(self, series: np.ndarray) -> None:
-        for name in ("horizon", "lookback"):
+    @property
+    def _steps(self) -> int:
+        return self.horizon if self.strategy == "direct" else 1
+
+    def _check_parameters(self) -> None:
+        """Refuse settings that cannot work, whatever the series."""
+        value = self.horizon
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"Forecaster expected horizon to be a positive integer, got {value!r}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"Forecaster expected strategy in {STRATEGIES}, got {self.strategy!r}")
+        season = self.season
+        if season is not None and (isinstance(season, bool) or not isinstance(season, (int, np.integer)) or season < 1):
+            raise ValueError(f"Forecaster expected season to be a positive integer or None, got {season!r}")
+        if self.differencing not in DIFFERENCING:
+            raise ValueError(f"Forecaster expected differencing in {DIFFERENCING}, got {self.differencing!r}")
+        if self.log not in (True, False, "auto"):
+            raise ValueError(f"Forecaster expected log to be True, False or 'auto', got {self.log!r}")
+        lookbacks = self.lookback if isinstance(self.lookback, (tuple, list)) else (self.lookback,)
+        if self.lookback is not None and not (lookbacks and all(
+            not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= 1 for value in lookbacks
+        )):
+            raise ValueError(
+                f"Forecaster expected lookback to be a positive integer, a tuple of them or None, got {self.lookback!r}"
+            )
+        for name in ("ensemble", *(("windows_per_series",) if self.windows_per_series is not None else ())):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"Forecaster expected {name} to be a positive integer, got {value!r}")
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"Forecaster expected strategy in {STRATEGIES}, got {self.strategy!r}")
-        if self.differencing not in DIFFERENCING:
-            raise ValueError(f"Forecaster expected differencing in {DIFFERENCING}, got {self.differencing!r}")
-        if self.differencing == "seasonal" and not (self.season and self.season > 1):
+
+    def _settle(self, series: object, values: np.ndarray) -> None:
+        """Set ``dates_``, ``season_``, ``log_``, ``differencing_`` and ``lookback_`` from the parameters and one
+        ``series`` (its index and ``values``)."""
+        self._check_parameters()
+        if self.hybrid or self.ensemble != 1 or isinstance(self.lookback, (tuple, list)) or self.windows_per_series:
+            raise ValueError(
+                "Forecaster: hybrid=True, ensemble > 1, several lookbacks and windows_per_series work in global mode, "
+                "fit(list of series); got one series (wrap it as fit([series]) to use them)"
+            )
+        usable = values.ndim == 1 and bool(np.isfinite(values).all())  # else _validate says what is wrong
+        dates = dates_of(series)
+        if dates is not None and dates[1] is None:
+            warnings.warn(
+                "Forecaster: the series' DatetimeIndex has no regular frequency, so forecasts are numbered steps, "
+                "not dates; give the index a frequency (series.asfreq('MS') for monthly data)",
+                stacklevel=3,
+            )
+        self.dates_ = {"last": dates[0][-1].isoformat(), "freq": dates[1]} if dates and dates[1] else None
+        inferred = season_from_frequency(dates[1]) if dates else None
+        if self.season is not None:
+            self.season_ = int(self.season)
+        elif inferred is not None:
+            self.season_ = inferred
+        else:
+            self.season_ = detect_season(values) if usable else 1
+        if self.differencing == "auto":
+            self.differencing_ = "seasonal" if self.season_ > 1 else "first"
+        else:
+            self.differencing_ = self.differencing
+        self.log_ = bool(self.log) if self.log != "auto" else usable and prefers_log(values, self.season_)
+        if self.lookback is not None:
+            self.lookback_ = int(self.lookback)
+        else:  # half of the span that windows can start in, at most max(3m, 3h)
+            span = len(values) - self._lag - self._steps + 1
+            self.lookback_ = max(1, min(3 * max(self.season_, self.horizon), span // 2))
+
+    def _validate(self, series: np.ndarray) -> None:
+        if self.differencing_ == "seasonal" and self.season_ < 2:
             raise ValueError(
                 f"Forecaster: differencing='seasonal' needs season > 1 (e.g. 12 for monthly data), got {self.season!r}"
             )
+        self._check_quantiles()
+        share = self.calibration
+        if isinstance(share, bool) or not isinstance(share, numbers.Real) or not 0 <= share < 1:
+            raise ValueError(f"Forecaster expected calibration to be a share in [0, 1), got {share!r}")
+        if series.ndim != 1:
+            raise ValueError(f"Forecaster expected a 1-D series, got shape {series.shape}")
+        if not np.isfinite(series).all():
+            raise ValueError("Forecaster got NaN or infinite values; fill or drop them first")
+        if self.log_ and (series <= 0).any():
+            raise ValueError("Forecaster with log=True needs a positive series; it has values <= 0")
+        needed = self._lag + self.lookback_ + self._steps + 1
+        if len(series) < needed:
+            shrinks = "; the lookback shrinks to fit shorter series" if self.lookback is None else ""
+            raise ValueError(
+                f"Forecaster needs at least {needed} points (differencing lag {self._lag} + lookback "
+                f"{self.lookback_} + horizon, and one window more{shrinks}), got {len(series)}"
+            )
+
+    def _check_quantiles(self) -> None:
         levels = tuple(self.quantiles) if isinstance(self.quantiles, (tuple, list, np.ndarray)) else None
         if levels is None or not all(
             isinstance(q, numbers.Real) and not isinstance(q, bool) and 0 < q < 1 for q in levels
@@ -150,98 +389,299 @@ class Forecaster(GRUEstimator):
             raise ValueError(
                 f"Forecaster expected quantiles to include 0.5 (the point forecast), got {self.quantiles!r}"
             )
-        if series.ndim != 1:
-            raise ValueError(f"Forecaster expected a 1-D series, got shape {series.shape}")
-        if not np.isfinite(series).all():
-            raise ValueError("Forecaster got NaN or infinite values; fill or drop them first")
-        if self.log and (series <= 0).any():
-            raise ValueError("Forecaster with log=True needs a positive series; it has values <= 0")
-        needed = self._lag + self.lookback + (self.horizon if self.strategy == "direct" else 1) + 1
-        if len(series) < needed:
-            raise ValueError(
-                f"Forecaster needs at least {needed} points (differencing lag {self._lag} + lookback {self.lookback}"
-                f" + horizon, and one window more), got {len(series)}"
-            )
 
     def _features(self, z: np.ndarray, start: int) -> np.ndarray:
         """``(len(z), 1 + 2·[season > 1])``: the values and the season phase of positions ``start, start+1, …``."""
         columns = [z]
-        if self.season and self.season > 1:
-            phase = 2 * np.pi * (np.arange(start, start + len(z)) % self.season) / self.season
+        if self.season_ > 1:
+            phase = 2 * np.pi * (np.arange(start, start + len(z)) % self.season_) / self.season_
             columns += [np.sin(phase), np.cos(phase)]
         return np.stack(columns, axis=1).astype(np.float32)
 
+    def _log(self, values: np.ndarray) -> np.ndarray:
+        return np.log(values) if self.log_ else values
+
     # Fit / predict --------------------------------------------------------------------------------------
-    def fit(self, series: Sequence[float] | np.ndarray, y: None = None) -> Forecaster:
-        """Fit on the whole ``series`` (a list, array or ``pandas.Series``); forecasts start after its end."""
+    def fit(self, series: Sequence[float] | np.ndarray | Sequence[Sequence[float]], y: None = None) -> Forecaster:
+        """Fit on the whole ``series`` (a list, array or ``pandas.Series``); forecasts start after its end. A list
+        of series fits one network to all of them (global mode)."""
+        if is_collection(series):
+            return self._fit_global(series)
+        self.global_ = None
         values = np.asarray(series, dtype=np.float64)
+        self._settle(series, values)
         self._validate(values)
         self._prepare_fit("hidden_size", "num_layers")
         self.series_ = values
-        u = np.log(values) if self.log else values
+        u = self._log(values)
         d = u[self._lag :] - u[: -self._lag] if self._lag else u
         # powers of two scale exactly: the same mean and std as d's own, without squaring values near 1e200
         scale = np.ldexp(1.0, int(np.frexp(np.abs(d).max())[1]))
         self.mean_, self.std_ = float((d / scale).mean() * scale), float((d / scale).std() * scale + 1e-8)
         z = (d - self.mean_) / self.std_
         features = self._features(z, self._lag)  # (N, F), position t of d is t + lag in the series
-        steps = self.horizon if self.strategy == "direct" else 1
-        levels = tuple(self.quantiles) if self.strategy == "direct" else (0.5,)
-        starts = np.arange(len(z) - self.lookback - steps + 1)
-        windows = torch.as_tensor(np.stack([features[s : s + self.lookback] for s in starts]))  # (W, L, F)
+        steps = self._steps
+        self.levels_ = tuple(self.quantiles) if self.strategy == "direct" else (0.5,)
+        lookback = self.lookback_
+        starts = np.arange(len(z) - lookback - steps + 1)
+        windows = torch.as_tensor(np.stack([features[s : s + lookback] for s in starts]))  # (W, L, F)
         targets = torch.as_tensor(
-            np.stack([z[s + self.lookback : s + self.lookback + steps] for s in starts]), dtype=torch.float32
+            np.stack([z[s + lookback : s + lookback + steps] for s in starts]), dtype=torch.float32
         )  # (W, steps)
-        self.levels_ = levels
-        self.module_ = self._network()
-        batches = BucketBatches(
-            len(starts), self.batch_size, lambda idx: (windows[idx], targets[idx]), shuffle=True, seed=self.random_state
-        )
-        self._train(self.module_, batches, pinball_loss(torch.tensor(levels)))
+        self.interval_correction_ = [0.0] * steps
+        held_out = int(round(self.calibration * len(starts))) if self.strategy == "direct" else 0
+        trained = len(starts) - held_out - steps + 1  # windows whose targets end before the held-out ones begin
+        if self.strategy == "direct" and self.calibration > 0:
+            if held_out >= MIN_CALIBRATION_WINDOWS and trained >= held_out:
+                self.module_ = self._fit_network(windows[:trained], targets[:trained])
+                self.interval_correction_ = self._conformal(u, starts[-held_out:], windows[-held_out:]).tolist()
+            else:
+                warnings.warn(
+                    f"Forecaster: {len(starts)} windows leave too few to calibrate the interval (calibration="
+                    f"{self.calibration} holds out {held_out}, at least {MIN_CALIBRATION_WINDOWS} needed, and as "
+                    "many to train on); predict_interval gives the raw quantiles",
+                    stacklevel=2,
+                )
+        self.module_ = self._fit_network(windows, targets)
         return self
 
-    def _network(self) -> ForecastNet:
-        features = 3 if self.season and self.season > 1 else 1
-        steps = self.horizon if self.strategy == "direct" else 1
-        return ForecastNet(features, self.hidden_size, self.num_layers, steps, len(self.levels_), self.cell)
+    # Global mode ----------------------------------------------------------------------------------------
+    def _fit_global(self, collection: Sequence) -> Forecaster:
+        """Fit one network per (lookback, seed) to the windows of every series in ``collection``."""
+        self._check_parameters()
+        self._check_quantiles()
+        if self.strategy != "direct":
+            raise ValueError(f"Forecaster's global mode forecasts with strategy='direct', got {self.strategy!r}")
+        series = [np.asarray(item, dtype=np.float64) for item in collection]
+        for index, values in enumerate(series):
+            if not np.isfinite(values).all():
+                raise ValueError(f"Forecaster got NaN or infinite values in series {index}; fill or drop them first")
+            if len(values) < 2:
+                raise ValueError(f"Forecaster's global mode needs 2 points or more per series, series {index} has "
+                                 f"{len(values)}")
+            if self.log is True and (values <= 0).any():
+                raise ValueError(f"Forecaster with log=True needs positive series; series {index} has values <= 0")
+        if all(len(values) <= self.horizon for values in series):
+            raise ValueError(
+                f"Forecaster needs a series longer than the horizon ({self.horizon}) to learn from; the longest has "
+                f"{max(len(values) for values in series)} points"
+            )
+        self._prepare_fit("hidden_size", "num_layers")
+        dated = [dates_of(item) for item in collection]
+        self.dates_ = [{"last": d[0][-1].isoformat(), "freq": d[1]} if d and d[1] else None for d in dated]
+        inferred = season_from_frequency(next((d[1] for d in dated if d and d[1]), None))
+        if self.season is not None:
+            self.season_ = int(self.season)
+        else:  # the frequency, else the season most series show
+            self.season_ = inferred or Counter(detect_season(values) for values in series).most_common(1)[0][0]
+        self.log_ = all((values > 0).all() for values in series) if self.log == "auto" else bool(self.log)
+        lookbacks = self.lookback if isinstance(self.lookback, (tuple, list)) else (self.lookback,)
+        default = max(2 * self.season_, self.horizon)
+        self.lookback_ = tuple(int(value) if value is not None else default for value in lookbacks)
+        self.differencing_, self.levels_ = "none", tuple(self.quantiles)
+        self.series_ = series
+        self.global_ = [self._series_state(values) for values in series]
+        members = []
+        for lookback in self.lookback_:
+            windows, targets = self._global_windows(lookback)
+            members += [self._fit_network(windows, targets, self.random_state + seed) for seed in range(self.ensemble)]
+        self.module_ = nn.ModuleList(members)
+        return self
 
-    def _fitted_config(self) -> tuple[dict, dict[str, bytes]]:
-        return {"series": self.series_.tolist(), "mean": self.mean_, "std": self.std_, "levels": self.levels_}, {}
+    def _series_state(self, values: np.ndarray) -> dict:
+        """What global mode keeps of one series: ``y`` (deseasonalised, log with log_), the anchors ``a_t``, the
+        scale ``σ`` and ``tail``, the seasonal states the forecasts repeat ``(m,)`` (see the module docstring)."""
+        u = np.log(values) if self.log_ else values
+        level, seasonal = smoothing_states(u, self.season_) if self.hybrid else (None, np.zeros(len(u)))
+        y = u - seasonal
+        sigma = float(np.diff(y).std()) if len(y) > 2 else 0.0
+        if not sigma > 1e-9 * (1.0 + np.abs(y).mean()):  # a constant series: any positive scale will do
+            sigma = 1e-3 * (1.0 + float(np.abs(y).mean()))
+        tail = np.zeros(self.season_)
+        tail[self.season_ - min(self.season_, len(u)) :] = seasonal[-self.season_ :]
+        return {"y": y.tolist(), "anchor": (level if self.hybrid else y).tolist(), "sigma": sigma,
+                "tail": tail.tolist()}
 
-    def _restore(self, fitted: dict, files: dict[str, bytes]) -> None:
-        self.series_ = np.asarray(fitted["series"], dtype=np.float64)
-        self.mean_, self.std_, self.levels_ = fitted["mean"], fitted["std"], tuple(fitted["levels"])
-        self.module_ = self._network()
+    def _global_windows(self, lookback: int) -> tuple[Tensor, Tensor]:
+        """Training windows ``(W, L, 1)`` and targets ``(W, h)`` of every series: window ends ``T`` from
+        ``min(L − 1, ⌊(n − h)/2⌋)`` (short series are padded) to ``n − h − 1``, the latest ``windows_per_series``."""
+        horizon, inputs, targets = self.horizon, [], []
+        for state in self.global_:
+            y, anchor, sigma = np.asarray(state["y"]), np.asarray(state["anchor"]), state["sigma"]
+            last = len(y) - horizon - 1
+            if last < 0:
+                continue
+            ends = np.arange(min(lookback - 1, max(1, (len(y) - horizon) // 2), last), last + 1)
+            if self.windows_per_series:
+                ends = ends[-self.windows_per_series :]
+            padded = np.r_[np.full(lookback, y[0]), y]  # y_t sits at t + L
+            windows = np.lib.stride_tricks.sliding_window_view(padded, lookback)[ends + 1]  # (E, L): y_{T−L+1..T}
+            future = np.lib.stride_tricks.sliding_window_view(y, horizon)[ends + 1]  # (E, h): y_{T+1..T+h}
+            inputs.append((windows - anchor[ends, None]) / sigma)
+            targets.append((future - anchor[ends, None]) / sigma)
+        return (torch.as_tensor(np.concatenate(inputs)[:, :, None], dtype=torch.float32),
+                torch.as_tensor(np.concatenate(targets), dtype=torch.float32))
 
     @torch.no_grad()
-    def _forecast_z(self, horizon: int) -> np.ndarray:
-        """Forecasts of the standardised differenced series, ``(horizon, Q)``."""
-        u = np.log(self.series_) if self.log else self.series_
+    def _global_quantiles(self, horizon: int) -> np.ndarray:
+        """Quantile forecasts of ``u`` ``(S, horizon, Q)``, levels sorted: the median over the networks of
+        ``a_n + σ ẑ_k + s_{n+k}``."""
+        anchor = np.array([state["anchor"][-1] for state in self.global_])  # (S,)
+        sigma = np.array([state["sigma"] for state in self.global_])  # (S,)
+        steps = np.arange(horizon) % self.season_
+        seasonal = np.array([np.asarray(state["tail"])[steps] for state in self.global_])  # (S, horizon)
+        forecasts, networks = [], iter(self.module_)
+        for lookback in self.lookback_:
+            windows = np.stack([np.r_[np.full(lookback, state["y"][0]), state["y"]][-lookback:]
+                                for state in self.global_])  # (S, L)
+            batch = torch.as_tensor(((windows - anchor[:, None]) / sigma[:, None])[:, :, None], dtype=torch.float32)
+            forecasts += [next(networks)(batch)[:, :horizon].numpy() for _ in range(self.ensemble)]  # (S, h, Q)
+        z = np.sort(np.median(np.stack(forecasts), axis=0), axis=2)  # (S, horizon, Q)
+        return anchor[:, None, None] + sigma[:, None, None] * z + seasonal[:, :, None]
+
+    def _fit_network(self, windows: Tensor, targets: Tensor, seed: int | None = None) -> ForecastNet:
+        seed = self.random_state if seed is None else seed
+        seed_everything(seed)
+        module = self._network()
+        batches = BucketBatches(
+            len(windows), self.batch_size, lambda idx: (windows[idx], targets[idx]), shuffle=True, seed=seed,
+        )
+        self._train(module, batches, pinball_loss(torch.tensor(self.levels_)))
+        return module
+
+    @torch.no_grad()
+    def _conformal(self, u: np.ndarray, starts: np.ndarray, windows: Tensor) -> np.ndarray:
+        """The widening ``c_k`` ``(steps,)`` from the held-out windows at ``starts`` (see the module docstring)."""
+        z = np.sort(self.module_(windows).numpy(), axis=2)  # (n, steps, Q)
+        scores = []
+        for window, start in zip(z, starts):
+            origin = start + self.lookback_ + self._lag  # the first forecast position in the series
+            actual = u[origin : origin + self._steps]
+            lower, upper = self._undo_u(u[:origin], window[:, 0]), self._undo_u(u[:origin], window[:, -1])
+            scores.append(np.maximum(lower - actual, actual - upper))
+        scores = np.asarray(scores)  # (n, steps)
+        n = len(scores)
+        rank = min(1.0, math.ceil((n + 1) * self.coverage_) / n)
+        return np.quantile(scores, rank, axis=0, method="higher")
+
+    @property
+    def coverage_(self) -> float:
+        """The nominal coverage of :meth:`predict_interval`: the outer quantile levels' distance."""
+        return float(max(self.levels_) - min(self.levels_))
+
+    def _network(self) -> ForecastNet:
+        features = 3 if self.season_ > 1 and not self.global_ else 1
+        return ForecastNet(features, self.hidden_size, self.num_layers, self._steps, len(self.levels_), self.cell)
+
+    def _fitted_config(self) -> tuple[dict, dict[str, bytes]]:
+        if self.global_:
+            return {
+                "series": [values.tolist() for values in self.series_],
+                "global": self.global_,
+                "levels": self.levels_,
+                "season": self.season_,
+                "dates": self.dates_,
+                "lookback": list(self.lookback_),
+                "log": self.log_,
+            }, {}
+        return {
+            "series": self.series_.tolist(),
+            "mean": self.mean_,
+            "std": self.std_,
+            "levels": self.levels_,
+            "season": self.season_,
+            "differencing": self.differencing_,
+            "dates": self.dates_,
+            "interval_correction": self.interval_correction_,
+            "lookback": self.lookback_,
+            "log": self.log_,
+        }, {}
+
+    def _restore(self, fitted: dict, files: dict[str, bytes]) -> None:
+        self.global_ = fitted.get("global")
+        if self.global_:
+            self.series_ = [np.asarray(values, dtype=np.float64) for values in fitted["series"]]
+            self.levels_, self.season_, self.dates_ = tuple(fitted["levels"]), int(fitted["season"]), fitted["dates"]
+            self.lookback_, self.log_, self.differencing_ = tuple(fitted["lookback"]), bool(fitted["log"]), "none"
+            self.module_ = nn.ModuleList(self._network() for _ in range(len(self.lookback_) * self.ensemble))
+            return
+        self.series_ = np.asarray(fitted["series"], dtype=np.float64)
+        self.mean_, self.std_, self.levels_ = fitted["mean"], fitted["std"], tuple(fitted["levels"])
+        # folders from before season / differencing were fitted attributes hold them in the parameters only
+        self.season_ = int(fitted.get("season", self.season or 1))
+        self.differencing_ = fitted.get("differencing", self.differencing)
+        self.dates_ = fitted.get("dates")
+        self.interval_correction_ = list(fitted.get("interval_correction", [0.0] * self._steps))
+        self.lookback_ = int(fitted.get("lookback", self.lookback))
+        self.log_ = bool(fitted.get("log", self.log))
+        self.module_ = self._network()
+
+    def _history(self, series: object | None) -> tuple[np.ndarray, dict | None]:
+        """The values forecasts follow (``series``, else the fitted series) and their dates record."""
+        if series is None:
+            return self.series_, self.dates_
+        values = np.asarray(series, dtype=np.float64)
+        if values.ndim != 1 or not np.isfinite(values).all() or (self.log_ and (values <= 0).any()):
+            raise ValueError(
+                "Forecaster expected series to be 1-D finite numbers" + (" > 0 (log=True)" if self.log_ else "")
+                + f", got shape {values.shape}"
+            )
+        if len(values) < self._lag + self.lookback_:
+            raise ValueError(
+                f"Forecaster reads the last {self._lag + self.lookback_} points (lookback {self.lookback_} + "
+                f"differencing lag {self._lag}), got a series of {len(values)}"
+            )
+        dates = dates_of(series)
+        freq = self.dates_["freq"] if self.dates_ else dates[1] if dates else None
+        return values, ({"last": dates[0][-1].isoformat(), "freq": freq} if dates and freq else None)
+
+    @torch.no_grad()
+    def _forecast_z(self, values: np.ndarray, horizon: int) -> np.ndarray:
+        """Forecasts of the standardised differenced series after ``values``, ``(horizon, Q)``."""
+        u = self._log(values)
         d = u[self._lag :] - u[: -self._lag] if self._lag else u
         z = list((d - self.mean_) / self.std_)
         if self.strategy == "direct":
-            window = self._features(np.asarray(z[-self.lookback :]), self._lag + len(z) - self.lookback)
+            window = self._features(np.asarray(z[-self.lookback_ :]), self._lag + len(z) - self.lookback_)
             return self.module_(torch.as_tensor(window)[None])[0, :horizon].numpy()  # (horizon, Q)
         for _ in range(horizon):
-            window = self._features(np.asarray(z[-self.lookback :]), self._lag + len(z) - self.lookback)
+            window = self._features(np.asarray(z[-self.lookback_ :]), self._lag + len(z) - self.lookback_)
             z.append(float(self.module_(torch.as_tensor(window)[None])[0, 0, 0]))
         return np.asarray(z[-horizon:])[:, None]
 
-    def _undo(self, z: np.ndarray) -> np.ndarray:
-        """Standardised differences ``(h,)`` → forecasts on the series' scale ``(h,)``."""
+    def _undo_u(self, u_history: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """Standardised differences ``(h,)`` after ``u_history`` → forecasts of ``u`` (log scale with log=True)."""
         d = z.astype(np.float64) * self.std_ + self.mean_  # float64: a float32 product overflows beyond 3.4e38
-        u = list(np.log(self.series_) if self.log else self.series_)
+        u = list(u_history[-self._lag :]) if self._lag else []
         for step in d:
             u.append(step + (u[-self._lag] if self._lag else 0.0))
-        forecast = np.asarray(u[len(self.series_) :])
+        return np.asarray(u[len(u) - len(d) :])
+
+    def _to_values(self, u: np.ndarray) -> np.ndarray:
         with np.errstate(over="ignore"):
-            forecast = np.exp(forecast) if self.log else forecast
+            forecast = np.exp(u) if self.log_ else u
         if not np.isfinite(forecast).all():
             raise ValueError(
                 "Forecaster's forecast overflows float64 (the series is near its largest value, 1.8e308); "
                 "rescale the series first, e.g. divide it by its maximum"
             )
         return forecast
+
+    def _output(self, values: np.ndarray, dates: dict | None):
+        """``values`` as they go out: a ``pandas.Series`` indexed by the future dates when the input had dates."""
+        if dates is None:
+            return values
+        import pandas as pd
+
+        return pd.Series(values, index=future_dates(dates["last"], dates["freq"], len(values)))
+
+    def _global_dates(self, series: object | None) -> list:
+        if series is not None:
+            raise ValueError(
+                "Forecaster in global mode forecasts after the series it was fitted on; predict(series=...) reads a "
+                "newer history of one series only: refit to forecast other series"
+            )
+        return self.dates_
 
     def _check_horizon(self, horizon: int | None) -> int:
         horizon = self.horizon if horizon is None else horizon
@@ -254,30 +694,51 @@ class Forecaster(GRUEstimator):
             )
         return int(horizon)
 
-    def predict(self, horizon: int | None = None) -> np.ndarray:
-        """Point forecasts (the median) of the ``horizon`` steps after the fitted series, ``(horizon,)``."""
+    def predict(self, horizon: int | None = None, *, series: object | None = None):
+        """Point forecasts (the median) of the ``horizon`` steps after the fitted series (or after ``series``, a
+        newer history read with the fitted network and scaling), ``(horizon,)``; a ``pandas.Series`` indexed by
+        the future dates when the series had a ``DatetimeIndex`` with a frequency. In global mode a list, one
+        forecast per fitted series, in order."""
         self._check_fitted("predict")
         horizon = self._check_horizon(horizon)
-        z = self._forecast_z(horizon)
-        return self._undo(z[:, self.levels_.index(0.5)])
+        if self.global_:
+            u = self._global_quantiles(horizon)[:, :, sorted(self.levels_).index(0.5)]  # (S, horizon)
+            return [self._output(self._to_values(row), dates) for row, dates in zip(u, self._global_dates(series))]
+        values, dates = self._history(series)
+        z = self._forecast_z(values, horizon)
+        forecast = self._to_values(self._undo_u(self._log(values), z[:, self.levels_.index(0.5)]))
+        return self._output(forecast, dates)
 
-    def predict_interval(self, horizon: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """``(lower, upper)`` forecasts at the lowest and highest quantile levels, each ``(horizon,)``
-        (direct strategy only)."""
+    def predict_interval(self, horizon: int | None = None, *, series: object | None = None):
+        """``(lower, upper)``, each ``(horizon,)`` (or a dated ``pandas.Series``, as :meth:`predict`): the
+        prediction interval of nominal coverage ``coverage_`` (0.8 for levels 0.1 and 0.9), the outer quantile
+        forecasts widened by the conformal correction (direct strategy only). In global mode ``(lowers, uppers)``,
+        two lists with one entry per fitted series, the raw outer quantiles."""
         self._check_fitted("predict_interval")
         if self.strategy != "direct":
             raise ValueError("Forecaster gives prediction intervals with strategy='direct' only")
         horizon = self._check_horizon(horizon)
-        z = np.sort(self._forecast_z(horizon), axis=1)  # quantile crossing: sort the levels
-        return self._undo(z[:, 0]), self._undo(z[:, -1])
+        if self.global_:
+            u, dates = self._global_quantiles(horizon), self._global_dates(series)
+            return ([self._output(self._to_values(row), day) for row, day in zip(u[:, :, 0], dates)],
+                    [self._output(self._to_values(row), day) for row, day in zip(u[:, :, -1], dates)])
+        values, dates = self._history(series)
+        z = np.sort(self._forecast_z(values, horizon), axis=1)  # quantile crossing: sort the levels
+        u = self._log(values)
+        correction = np.asarray(self.interval_correction_[:horizon])
+        median = self._undo_u(u, z[:, sorted(self.levels_).index(0.5)])
+        # a negative correction narrows the interval; it never moves a bound past the point forecast
+        lower = self._to_values(np.minimum(self._undo_u(u, z[:, 0]) - correction, median))
+        upper = self._to_values(np.maximum(self._undo_u(u, z[:, -1]) + correction, median))
+        return self._output(lower, dates), self._output(upper, dates)
 
     def score(self, actual: Sequence[float] | np.ndarray, y: None = None) -> float:
         """Negative MASE of the forecast of the ``len(actual)`` steps after the fitted series (higher is better,
-        as sklearn's scores), scaled by the in-sample seasonal-naive error with ``season`` (1 without)."""
+        as sklearn's scores), scaled by the in-sample seasonal-naive error with ``season_`` (1 without)."""
         actual = np.asarray(actual, dtype=np.float64)
         if actual.ndim != 1 or not np.isfinite(actual).all():
             raise ValueError(
                 f"Forecaster.score expected the actual values as a 1-D series of finite numbers (no NaN or inf), "
                 f"got shape {actual.shape}" + ("" if actual.ndim != 1 else " with NaN or inf")
             )
-        return -mase(actual, self.predict(len(actual)), self.series_, self.season or 1)
+        return -mase(actual, np.asarray(self.predict(len(actual))), self.series_, self.season_)

@@ -26,6 +26,8 @@ from grukit.tasks._base import (
     GRUEstimator,
     check_labels,
     cross_entropy,
+    fitted_floats,
+    fitted_int,
     labels_from_json,
     labels_to_json,
     recurrent_layer,
@@ -73,7 +75,10 @@ def as_series_list(x: np.ndarray | Sequence[np.ndarray], owner: str = "SequenceC
             )
     if any(np.iscomplexobj(s) for s in series):
         raise ValueError(f"{owner} got complex values: Complex data not supported; pass real series")
-    result = [np.asarray(s, dtype=np.float32) for s in series]
+    try:
+        result = [np.asarray(s, dtype=np.float32) for s in series]
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{owner} expected series of numbers, got {error}") from error
     bad = next((index for index, s in enumerate(result) if not np.isfinite(s).all()), None)
     if bad is not None:
         raise ValueError(
@@ -178,8 +183,9 @@ class SequenceClassifier(ClassifierMixin, GRUEstimator):
         self.encoder_ = LabelEncoder().fit(y)
         self.classes_ = self.encoder_.classes_
         targets = torch.as_tensor(self.encoder_.transform(y), dtype=torch.int64)
-        stacked = np.concatenate(series)  # (Σ T_i, C)
-        self.mean_, self.scale_ = stacked.mean(0), stacked.std(0) + 1e-6
+        stacked = np.concatenate(series).astype(np.float64)  # (Σ T_i, C); float64: float32 squares overflow at 1e19
+        self.mean_ = stacked.mean(0).astype(np.float32)
+        self.scale_ = (stacked.std(0) + 1e-6).astype(np.float32)
         self.n_channels_ = series[0].shape[1]
         if len(self.filters) not in (0, 3):
             raise ValueError(f"SequenceClassifier expected filters as three channel counts or (), got {self.filters!r}")
@@ -212,9 +218,10 @@ class SequenceClassifier(ClassifierMixin, GRUEstimator):
     def _restore(self, fitted: dict, files: dict[str, bytes]) -> None:
         self.encoder_ = LabelEncoder()
         self.classes_ = self.encoder_.classes_ = labels_from_json(fitted["classes"])
-        self.mean_ = np.asarray(fitted["mean"], dtype=np.float32)
-        self.scale_ = np.asarray(fitted["scale"], dtype=np.float32)
-        self.n_channels_, self.epochs_ = fitted["n_channels"], fitted["epochs"]
+        self.n_channels_ = fitted_int(fitted["n_channels"], "n_channels")
+        self.epochs_ = fitted_int(fitted["epochs"], "epochs")
+        self.mean_ = fitted_floats(fitted["mean"], "mean", self.n_channels_)
+        self.scale_ = fitted_floats(fitted["scale"], "scale", self.n_channels_, positive=True)
         self.module_ = self._network()
 
     @torch.no_grad()

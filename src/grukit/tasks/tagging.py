@@ -30,6 +30,7 @@ from grukit.text import (
     pad_sequences,
     tokenizer_from_json,
 )
+from grukit.train.checkpoint import CheckpointError
 from grukit.train.metrics import SparseCategoricalAccuracy
 
 PAD, UNK = 0, 1
@@ -227,10 +228,27 @@ class SequenceTagger(GRUEstimator):
         return {"tags": self.tags_, "dictionary": self.dictionary_.tolist()}, files
 
     def _restore(self, fitted: dict, files: dict[str, bytes]) -> None:
-        self.tags_ = fitted["tags"]
+        tags = fitted["tags"]
+        kinds = {type(tag) for tag in tags} if isinstance(tags, list) else set()
+        if not kinds or not (kinds == {str} or kinds <= {int, float}) or tags != sorted(set(tags)):
+            raise CheckpointError(
+                f'config.json "fitted" tags must be a sorted list of distinct strings (or numbers), as fit() writes '
+                f"them, got {tags!r:.80}; reordered tags would make predict() name the wrong ones"
+            )
+        self.tags_ = tags
         self.words_ = tokenizer_from_json(files["word_tokenizer.json"].decode("utf-8"))
         self.chars_ = tokenizer_from_json(files["char_tokenizer.json"].decode("utf-8"))
-        self.dictionary_ = torch.tensor(fitted["dictionary"], dtype=torch.int64)
+        dictionary = fitted["dictionary"]
+        if (
+            not isinstance(dictionary, list)
+            or len(dictionary) != self.words_.vocab_size
+            or not all(isinstance(i, int) and 0 <= i < len(self.tags_) + 2 for i in dictionary)
+        ):
+            raise CheckpointError(
+                f'config.json "fitted" dictionary must list one tag id + 2 (0 to {len(self.tags_) + 1}) for each of '
+                f"the {self.words_.vocab_size} words, got {dictionary!r:.80}"
+            )
+        self.dictionary_ = torch.tensor(dictionary, dtype=torch.int64)
         self.module_ = self._network()
 
     def _network(self) -> WordCharBiGRU:
@@ -269,5 +287,10 @@ class SequenceTagger(GRUEstimator):
         """Token accuracy of :meth:`predict` against ``y``."""
         predicted = self.predict(X)
         gold = _check_sentences(y, "SequenceTagger", "y")
+        if len(gold) != len(predicted):
+            raise ValueError(f"SequenceTagger got {len(predicted)} sentences but {len(gold)} tag lists to score them")
+        for index, (tags, tokens) in enumerate(zip(gold, predicted)):
+            if len(tags) != len(tokens):
+                raise ValueError(f"SequenceTagger: sentence {index} has {len(tokens)} tokens but {len(tags)} tags")
         pairs = [(p, g) for ps, gs in zip(predicted, gold) for p, g in zip(ps, gs)]
         return sum(p == g for p, g in pairs) / len(pairs)

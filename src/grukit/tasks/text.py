@@ -131,6 +131,8 @@ class TextClassifier(ClassifierMixin, GRUEstimator):
         self.label_encoder_ = LabelEncoder().fit(y)
         self.classes_ = self.label_encoder_.classes_
         targets = torch.as_tensor(self.label_encoder_.transform(y), dtype=torch.int64)
+        if not any(texts):
+            raise ValueError("TextClassifier got only empty texts: there is nothing to learn tokens from")
         self.encoder_ = train_text_tokenizer(self.tokens, texts, self.vocab_size)
         rows = encode_texts(self.encoder_, texts, self.max_length)
         self.module_ = BiGRUPool(

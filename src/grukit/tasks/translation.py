@@ -13,6 +13,8 @@ Source tokens ``x_1..x_S``, target tokens ``y_1..y_T`` (with ``y_0 = <bos>``, ``
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 
 import numpy as np
@@ -20,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from grukit.nn import GRUCell, LSTMCell
-from grukit.tasks._base import GRUEstimator, check_texts, cross_entropy, recurrent_layer, run_recurrent
+from grukit.tasks._base import GRUEstimator, check_texts, cross_entropy, fitted_int, recurrent_layer, run_recurrent
 from grukit.text import (
     BucketBatches,
     CharTokenizer,
@@ -167,6 +169,9 @@ class Translator(GRUEstimator):
         if self.cell not in ("gru", "lstm"):
             raise ValueError(f"Translator expected cell in ('gru', 'lstm'), got {self.cell!r}")
         self._prepare_fit("embedding_size", "hidden_size", "max_length")
+        for what, texts in (("sources", sources), ("targets", targets)):
+            if not any(texts):
+                raise ValueError(f"Translator got only empty {what}: there is nothing to learn a vocabulary from")
         self.source_vocabulary_ = train_vocabulary(self.tokens, sources)
         self.target_vocabulary_ = train_vocabulary(self.tokens, targets)
         source_rows = [self.source_vocabulary_.encode(s)[: self.max_length] for s in sources]
@@ -211,7 +216,10 @@ class Translator(GRUEstimator):
     def _restore(self, fitted: dict, files: dict[str, bytes]) -> None:
         self.source_vocabulary_ = tokenizer_from_json(files["source_tokenizer.json"].decode("utf-8"))
         self.target_vocabulary_ = tokenizer_from_json(files["target_tokenizer.json"].decode("utf-8"))
-        self.max_output_length_ = fitted["max_output_length"]
+        # fit() writes 2 × the longest target (cut to max_length) + 1; more would let a decoder run for ever
+        self.max_output_length_ = fitted_int(
+            fitted["max_output_length"], "max_output_length", 1, 2 * self.max_length + 1
+        )
         self.module_ = self._network()
 
     @torch.no_grad()
@@ -230,7 +238,7 @@ class Translator(GRUEstimator):
         return [row[: row.index(EOS)] if EOS in row else row for row in rows]
 
     @torch.no_grad()
-    def _beam(self, src: Tensor, lengths: Tensor) -> list[int]:
+    def _beam(self, src: Tensor, lengths: Tensor, beam_size: int) -> list[int]:
         """Beam search for one source ``src`` ``(1, S)``: keep the ``beam_size`` best partial outputs by summed
         log-probability; an output ending in ``<eos>`` is ranked by ``log p / length ** length_penalty``; stop
         once ``beam_size`` outputs have ended."""
@@ -248,7 +256,7 @@ class Translator(GRUEstimator):
                 previous, stacked, outputs.expand(k, -1, -1), projected.expand(k, -1, -1), mask.expand(k, -1)
             )
             scores = torch.log_softmax(logits, -1) + torch.tensor([b[0] for b in beams])[:, None]  # (k, V)
-            values, flat = scores.reshape(-1).topk(min(self.beam_size, scores.numel()))
+            values, flat = scores.reshape(-1).topk(min(beam_size, scores.numel()))
             survivors = []
             for value, index in zip(values.tolist(), flat.tolist()):
                 row, token = divmod(index, scores.shape[1])
@@ -263,7 +271,7 @@ class Translator(GRUEstimator):
                 )
                 survivors.append((value, tokens, row_state))
             beams = survivors
-            if len(finished) >= self.beam_size or not beams:
+            if len(finished) >= beam_size or not beams:
                 break
         finished += [(value / len(tokens) ** self.length_penalty, tokens) for value, tokens, _ in beams]
         return max(finished, key=lambda item: item[0])[1]
@@ -272,26 +280,33 @@ class Translator(GRUEstimator):
         """Translations of ``X``; ``beam_size`` overrides the estimator's (1 = greedy)."""
         self._check_fitted("predict")
         beam_size = self.beam_size if beam_size is None else beam_size
-        if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
+        if isinstance(beam_size, bool) or not isinstance(beam_size, numbers.Integral) or beam_size < 1:
             raise ValueError(f"Translator expected beam_size to be a positive integer, got {beam_size!r}")
+        penalty = self.length_penalty
+        if isinstance(penalty, bool) or not isinstance(penalty, numbers.Real) or not math.isfinite(penalty):
+            raise ValueError(f"Translator expected length_penalty to be a finite number, got {penalty!r}")
         sources = self._check_texts(X, "sources")
         rows = [self.source_vocabulary_.encode(s)[: self.max_length] for s in sources]
         decoded: list[list[int]] = []
         if beam_size == 1:
             for start in range(0, len(rows), 256):
                 decoded += self._greedy(*_pad_rows(rows[start : start + 256]))
-        else:
-            original, self.beam_size = self.beam_size, beam_size
-            try:
-                decoded = [self._beam(*_pad_rows([row])) for row in rows]
-            finally:
-                self.beam_size = original
+        else:  # the beam size is an argument, not set on self, so predictions from several threads never mix
+            decoded = [self._beam(*_pad_rows([row]), int(beam_size)) for row in rows]
         return [self.target_vocabulary_.decode(ids) for ids in decoded]
+
+    def _references(self, X: Sequence[str], y: Sequence[str]) -> list[str]:
+        """``y`` checked as one target text per source of ``X``."""
+        references = self._check_texts(y, "targets")
+        if len(references) != len(X):
+            raise ValueError(f"Translator got {len(X)} sources but {len(references)} targets to score them against")
+        return references
 
     def score(self, X: Sequence[str], y: Sequence[str]) -> float:
         """Exact-match accuracy of the greedy translations."""
-        predicted = self.predict(X)
-        return float(np.mean([p == t for p, t in zip(predicted, self._check_texts(y, "targets"))]))
+        sources = self._check_texts(X, "sources")
+        references = self._references(sources, y)
+        return float(np.mean([p == t for p, t in zip(self.predict(sources), references)]))
 
     def evaluate(self, X: Sequence[str], y: Sequence[str], beam_size: int | None = None) -> dict[str, float]:
         """``{"exact_match": fraction, "bleu": sacrebleu corpus BLEU, "chrf": chrF}`` of ``predict(X)``
@@ -299,8 +314,9 @@ class Translator(GRUEstimator):
         from grukit.datasets._packages import require
 
         sacrebleu = require("sacrebleu", "sacrebleu", "BLEU and chrF scoring")
-        references = self._check_texts(y, "targets")
-        predicted = self.predict(X, beam_size=beam_size)
+        sources = self._check_texts(X, "sources")
+        references = self._references(sources, y)
+        predicted = self.predict(sources, beam_size=beam_size)
         return {
             "exact_match": float(np.mean([p == t for p, t in zip(predicted, references)])),
             "bleu": float(sacrebleu.corpus_bleu(predicted, [references]).score),

@@ -19,12 +19,14 @@ from torch import Tensor, nn
 from grukit.tasks._base import (
     GRUEstimator,
     check_labels,
+    fitted_int,
     labels_from_json,
     labels_to_json,
     recurrent_layer,
     run_recurrent,
 )
 from grukit.text import BucketBatches
+from grukit.train.checkpoint import CheckpointError
 
 
 class FrameCNNGRU(nn.Module):
@@ -87,6 +89,8 @@ class VideoClassifier(ClassifierMixin, GRUEstimator):
     @staticmethod
     def _check_clips(clips: np.ndarray, shape: tuple | None = None) -> Tensor:
         clips = np.asarray(clips, dtype=np.float32)
+        if clips.ndim == 5 and not len(clips):
+            raise ValueError(f"VideoClassifier got no clips: X has shape {clips.shape}")
         if clips.ndim != 5 or clips.shape[3] < 4 or clips.shape[4] < 4:
             raise ValueError(
                 f"VideoClassifier expected clips of shape (n, frames, channels, height >= 4, width >= 4), "
@@ -141,13 +145,30 @@ class VideoClassifier(ClassifierMixin, GRUEstimator):
         }, {}
 
     def _restore(self, fitted: dict, files: dict[str, bytes]) -> None:
-        self.classes_ = [labels_from_json(entry) for entry in fitted["classes"]]
+        if not isinstance(fitted["classes"], list) or not fitted["classes"]:
+            raise CheckpointError(
+                f'config.json "fitted" classes must be a non-empty list, got {fitted["classes"]!r:.80}'
+            )
+        self.classes_ = [labels_from_json(entry, f"classes[{k}]") for k, entry in enumerate(fitted["classes"])]
         self.encoders_ = []
         for classes in self.classes_:
             encoder = LabelEncoder()
             encoder.classes_ = classes
             self.encoders_.append(encoder)
-        self.multi_output_, self.frame_shape_ = fitted["multi_output"], tuple(fitted["frame_shape"])
+        self.multi_output_ = fitted["multi_output"]
+        if not isinstance(self.multi_output_, bool) or (len(self.classes_) > 1 and not self.multi_output_):
+            raise CheckpointError(
+                f'config.json "fitted" multi_output must be true or false (true with several label columns), '
+                f"got {self.multi_output_!r} with {len(self.classes_)} label column(s)"
+            )
+        shape = fitted["frame_shape"]
+        if not isinstance(shape, list) or len(shape) != 3:
+            raise CheckpointError(
+                f'config.json "fitted" frame_shape must be [channels, height, width], got {shape!r:.80}'
+            )
+        self.frame_shape_ = (fitted_int(shape[0], "frame_shape channels"),) + tuple(
+            fitted_int(size, "frame_shape height and width", minimum=4) for size in shape[1:]
+        )
         self.module_ = self._network()
 
     @torch.no_grad()
@@ -164,4 +185,9 @@ class VideoClassifier(ClassifierMixin, GRUEstimator):
         """Fraction of clips whose labels are all right."""
         predicted = self.predict(X)
         gold = np.asarray(y)
+        if gold.shape != predicted.shape:
+            raise ValueError(
+                f"VideoClassifier.score expected y of shape {predicted.shape} (the labels predict() gives), "
+                f"got {gold.shape}"
+            )
         return float(np.mean(np.all((predicted == gold).reshape(len(gold), -1), axis=1)))

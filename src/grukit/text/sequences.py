@@ -18,7 +18,8 @@ Every sample is still seen once per epoch; only which samples share a batch depe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import functools
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Generic, TypeVar
 
 import numpy as np
@@ -35,7 +36,7 @@ def _as_tensor(sequence: object, dtype: torch.dtype | None) -> Tensor:
 
 
 def pad_sequences(
-    sequences: Sequence[object],
+    sequences: Iterable[object],
     dtype: torch.dtype | None = None,
     value: float = 0,
     max_length: int | None = None,
@@ -44,18 +45,32 @@ def pad_sequences(
 
     Args:
         sequences: the sequences; all share their trailing shape ``(...)``. Empty ones are allowed (length 0).
-        dtype: of the batch; ``None`` keeps the first sequence's (as ``torch.as_tensor`` reads it).
+        dtype: of the batch; ``None`` promotes the non-empty sequences' dtypes (as ``torch.as_tensor`` reads them),
+            so ``[[1, 2], [1.5]]`` stays float.
         value: written at the padded positions.
         max_length: keep only each sequence's first ``max_length`` steps.
 
     Returns:
         ``(batch (B, T, ...), lengths (B,) int64)`` with ``T = max_b T_b`` (after cutting).
     """
+    if not isinstance(sequences, (str, bytes)) and not hasattr(sequences, "__len__"):
+        sequences = list(sequences)  # a generator
     if isinstance(sequences, (str, bytes)) or not len(sequences):
         raise ValueError(f"pad_sequences expected a non-empty list of sequences, got {sequences!r:.60}")
     if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
         raise ValueError(f"pad_sequences expected max_length to be a positive integer or None, got {max_length!r}")
-    tensors = [_as_tensor(sequence, dtype) for sequence in sequences]
+    tensors = []
+    for index, sequence in enumerate(sequences):
+        try:
+            tensors.append(_as_tensor(sequence, dtype))
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise ValueError(
+                f"pad_sequences expected sequences of numbers, sequence {index} is {sequence!r:.60} "
+                f"({type(sequence).__name__}): {error}"
+            ) from error
+    if dtype is None:  # empty sequences carry no values, so their default dtype must not widen the batch
+        filled = [tensor.dtype for tensor in tensors if tensor.numel()] or [tensors[0].dtype]
+        dtype = functools.reduce(torch.promote_types, filled)
     if max_length is not None:
         tensors = [tensor[:max_length] for tensor in tensors]
     trailing = tuple(tensors[0].shape[1:])
@@ -68,18 +83,29 @@ def pad_sequences(
                 f"sequence 0, sequence {index} has shape {tuple(tensor.shape)}"
             )
     lengths = torch.tensor([tensor.shape[0] for tensor in tensors], dtype=torch.int64)  # (B,)
-    batch = torch.full((len(tensors), int(lengths.max()), *trailing), value, dtype=tensors[0].dtype)  # (B, T, ...)
+    batch = torch.full((len(tensors), int(lengths.max()), *trailing), value, dtype=dtype)  # (B, T, ...)
     for row, tensor in enumerate(tensors):
         batch[row, : tensor.shape[0]] = tensor
     return batch, lengths
 
 
 def lengths_to_mask(lengths: Tensor, steps: int | None = None) -> Tensor:
-    """``(B, T)`` boolean mask, True at the real steps ``t < lengths[b]``; ``T`` defaults to ``max(lengths)``."""
+    """``(B, T)`` boolean mask, True at the real steps ``t < lengths[b]``; ``T`` defaults to ``max(lengths)``.
+
+    Raises:
+        ValueError: for lengths that are not whole non-negative numbers, or longer than ``steps``.
+    """
     lengths = torch.as_tensor(lengths)
     if lengths.dim() != 1:
         raise ValueError(f"lengths_to_mask expected lengths of shape (batch,), got {tuple(lengths.shape)}")
-    steps = int(lengths.max()) if steps is None else steps
+    if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
+        raise ValueError(f"lengths_to_mask expected integer lengths, got {lengths.dtype}: {lengths.tolist()!r:.80}")
+    longest = int(lengths.max()) if lengths.numel() else 0
+    if lengths.numel() and int(lengths.min()) < 0:
+        raise ValueError(f"lengths_to_mask expected lengths >= 0, got {int(lengths.min())}")
+    steps = longest if steps is None else steps
+    if longest > steps:
+        raise ValueError(f"lengths_to_mask got a length of {longest}, more than the {steps} steps of the mask")
     return torch.arange(steps, device=lengths.device)[None, :] < lengths[:, None]  # (B, T)
 
 
@@ -142,6 +168,16 @@ class BucketBatches(Generic[BatchT]):
             raise ValueError(f"BucketBatches expected lengths of shape ({size},), got {self.lengths.shape}")
         self.size, self.batch_size, self.pool, self.shuffle = int(size), int(batch_size), int(pool), bool(shuffle)
         self.make_batch = make_batch
+        valid_seed = (
+            seed is None
+            or isinstance(seed, np.random.Generator)
+            or (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0)
+        )
+        if not valid_seed:
+            raise ValueError(
+                f"BucketBatches expected seed to be a non-negative integer, a numpy.random.Generator or None, "
+                f"got {seed!r}"
+            )
         self.rng = np.random.default_rng(seed) if isinstance(seed, (int, np.integer)) else seed
 
     def _permutation(self, n: int) -> np.ndarray:

@@ -24,9 +24,10 @@ and decodes back exactly.
 from __future__ import annotations
 
 import json
+import operator
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar, Protocol
 
@@ -88,7 +89,56 @@ def _check_text(owner: str, text: object) -> str:
     return text
 
 
+def _check_texts(owner: str, texts: object) -> list[str]:
+    """``texts`` as a list of str for ``encode_batch``; a single string is refused (it is not a list of texts)."""
+    if isinstance(texts, str):
+        raise TypeError(f"{owner}.encode_batch expected a list of texts, got a single string; use encode(text)")
+    texts = list(texts)
+    bad = next((i for i, text in enumerate(texts) if not isinstance(text, str)), None)
+    if bad is not None:
+        raise TypeError(
+            f"{owner}.encode_batch expected each text to be a str, text {bad} is {type(texts[bad]).__name__}"
+        )
+    return texts
+
+
+def _checked_texts(owner: str, texts: Iterable[object]) -> Iterator[str]:
+    """``texts`` one by one (streamed), refusing any that is not a str."""
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"{owner} expected each text to be a str, text {index} is {type(text).__name__}")
+        yield text
+
+
+def _check_ids(owner: str, ids: Iterable[object], vocab_size: int) -> list[int]:
+    """``ids`` as ints in ``[0, vocab_size)``; a float or out-of-range id is refused (a negative one would index
+    from the end, a fractional one would be cut)."""
+    checked = []
+    for token in ids:
+        try:
+            value = operator.index(token)
+        except TypeError as error:
+            raise TypeError(f"{owner}.decode expected integer ids, got {token!r} ({type(token).__name__})") from error
+        if not 0 <= value < vocab_size:
+            raise ValueError(f"{owner}.decode got id {value}, outside [0, {vocab_size})")
+        checked.append(value)
+    return checked
+
+
+def _json_object(owner: str, text: str) -> dict:
+    """The JSON object in ``text`` (a tokenizer file), with an error naming ``owner`` otherwise."""
+    try:
+        payload = json.loads(text)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{owner}.from_json expected JSON text, got {str(text)[:40]!r}: {error}") from error
+    if not isinstance(payload, dict):
+        raise ValueError(f"{owner}.from_json expected a JSON object, got {type(payload).__name__}")
+    return payload
+
+
 def _check_specials(owner: str, specials: Mapping[str, str]) -> dict[str, str]:
+    if not isinstance(specials, Mapping):
+        raise ValueError(f"{owner} expected specials as {{role: symbol}}, got {specials!r:.80}")
     specials = dict(specials)
     unknown = [role for role in specials if role not in ROLES]
     if unknown:
@@ -212,21 +262,15 @@ class _VocabularyTokenizer:
         return self.encode_tokens(self.split(_check_text(type(self).__name__, text)))
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return [self.encode(text) for text in texts]
-
-    def _symbol(self, token: int) -> str:
-        return "" if token in self._skipped else self.symbols[token]
+        return [self.encode(text) for text in _check_texts(type(self).__name__, texts)]
 
     def decode(self, ids: Iterable[int]) -> str:
-        ids = [int(i) for i in ids]
-        bad = [i for i in ids if not 0 <= i < self.vocab_size]  # a negative id would index from the end
-        if bad:
-            raise ValueError(f"{type(self).__name__}.decode got id {bad[0]}, outside [0, {self.vocab_size})")
+        ids = _check_ids(type(self).__name__, ids, self.vocab_size)
         return self._joiner().join(self.symbols[i] for i in ids if i not in self._skipped)
 
     def stream_decoder(self) -> Callable[[int], str]:
         """A function from one id to the text it adds."""
-        return lambda token: self._symbol(int(token))
+        return lambda token: self.decode([token])
 
     # Saving -------------------------------------------------------------------------------------------------
     def to_json(self) -> str:
@@ -239,13 +283,35 @@ class _VocabularyTokenizer:
         return f"{cls.kind}s"
 
     @classmethod
+    def _option_types(cls) -> dict[str, type]:
+        """The options ``to_json`` writes besides the specials and the tokens, with their JSON types."""
+        return {}
+
+    @classmethod
     def from_json(cls, text: str):
-        payload = json.loads(text)
-        if not isinstance(payload, dict) or payload.get("type") != cls.kind:
-            got = payload.get("type") if isinstance(payload, dict) else type(payload).__name__
-            raise ValueError(f"{cls.__name__}.from_json expected a tokenizer of type {cls.kind!r}, got {got!r}")
-        options = {key: value for key, value in payload.items() if key not in ("type", "specials", cls._list_key())}
-        return cls(payload[cls._list_key()], payload.get("specials", cls.default_specials), **options)
+        payload = _json_object(cls.__name__, text)
+        if payload.get("type") != cls.kind:
+            raise ValueError(
+                f"{cls.__name__}.from_json expected a tokenizer of type {cls.kind!r}, got {payload.get('type')!r}"
+            )
+        key, types = cls._list_key(), cls._option_types()
+        unknown = sorted(set(payload) - {"type", "specials", key, *types})
+        if unknown:
+            raise ValueError(
+                f"{cls.__name__}.from_json got unknown entries {unknown}; expected {['specials', key, *types]}"
+            )
+        if not isinstance(payload.get(key), list):
+            raise ValueError(
+                f"{cls.__name__}.from_json expected {key!r} to be a list of tokens, got {payload.get(key)!r:.80}"
+            )
+        options = {name: payload[name] for name in types if name in payload}
+        wrong = next((name for name, value in options.items() if not isinstance(value, types[name])), None)
+        if wrong is not None:
+            raise ValueError(
+                f"{cls.__name__}.from_json expected {wrong!r} to be a {types[wrong].__name__}, "
+                f"got {options[wrong]!r:.80}"
+            )
+        return cls(payload[key], payload.get("specials", cls.default_specials), **options)
 
     def files(self) -> dict[str, bytes]:
         return {self.file: self.to_json().encode("utf-8")}
@@ -358,8 +424,17 @@ class WordTokenizer(_VocabularyTokenizer):
         :meth:`CharTokenizer.train`. A text may also be a list of words already split (a tagged sentence)."""
         splitter = cls([], specials, split, lowercase)
         counts: Counter = Counter()
-        for text in texts:
-            counts.update(splitter.split(text) if isinstance(text, str) else list(text))
+        for index, text in enumerate(texts):
+            if isinstance(text, str):
+                counts.update(splitter.split(text))
+                continue
+            words = list(text) if isinstance(text, Iterable) else None
+            if words is None or not all(isinstance(word, str) for word in words):
+                raise TypeError(
+                    f"WordTokenizer.train expected each text to be a str or a list of words (str), text {index} is "
+                    f"{text!r:.60}"
+                )
+            counts.update(words)
         return cls._from_counts(counts, specials, min_count, max_size, order, split=split, lowercase=lowercase)
 
     def _is_token(self, token: object) -> bool:
@@ -377,6 +452,10 @@ class WordTokenizer(_VocabularyTokenizer):
 
     def _options(self) -> dict:
         return {"split": self.split_mode, "lowercase": self.lowercase}
+
+    @classmethod
+    def _option_types(cls) -> dict[str, type]:
+        return {"split": str, "lowercase": bool}
 
 
 class BPETokenizer:
@@ -441,7 +520,7 @@ class BPETokenizer:
             initial_alphabet=alphabet,
             show_progress=False,
         )
-        tokenizer.train_from_iterator(texts, trainer=trainer)
+        tokenizer.train_from_iterator(_checked_texts("BPETokenizer.train", texts), trainer=trainer)
         return cls(tokenizer)
 
     def special_id(self, role: str) -> int | None:
@@ -472,23 +551,27 @@ class BPETokenizer:
         return self.tokenizer.encode(_check_text("BPETokenizer", text)).ids
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return [encoding.ids for encoding in self.tokenizer.encode_batch(texts)]
+        return [encoding.ids for encoding in self.tokenizer.encode_batch(_check_texts("BPETokenizer", texts))]
 
     def decode(self, ids: Iterable[int]) -> str:
-        return self.tokenizer.decode([int(i) for i in ids])
+        return self.tokenizer.decode(_check_ids("BPETokenizer", ids, self.vocab_size))
 
     def stream_decoder(self) -> Callable[[int], str]:
         """A function from one id to the text it completes: bytes of a character split across tokens
         are held back until the character is whole, so memory stays constant."""
         stream = decoders.DecodeStream(skip_special_tokens=False)
-        return lambda token: stream.step(self.tokenizer, int(token)) or ""
+        return lambda token: stream.step(self.tokenizer, _check_ids("BPETokenizer", [token], self.vocab_size)[0]) or ""
 
     def to_json(self) -> str:
         return self.tokenizer.to_str()
 
     @classmethod
     def from_json(cls, text: str) -> BPETokenizer:
-        return cls(HFTokenizer.from_str(text))
+        _json_object(cls.__name__, text)
+        try:
+            return cls(HFTokenizer.from_str(text))
+        except Exception as error:  # the tokenizers library raises a bare Exception for a malformed file
+            raise ValueError(f"BPETokenizer.from_json could not read the Hugging Face tokenizer: {error}") from error
 
     def files(self) -> dict[str, bytes]:
         return {BPE_FILE: self.to_json().encode("utf-8")}

@@ -1,4 +1,5 @@
-"""Training shared by everything in grukit: checkpoints, resume, seeding, the loop."""
+"""Training shared by everything in grukit: checkpoints, resume, seeding, the loop, data-parallel runs under
+torchrun (:mod:`grukit.train.distributed`) and the memory estimate (:mod:`grukit.train.memory`)."""
 
 from grukit.train.callbacks import (
     Callback,
@@ -25,6 +26,7 @@ from grukit.train.checkpoint import (
 )
 from grukit.train.loop import Trainer
 from grukit.train.losses import get_loss
+from grukit.train.memory import MemoryEstimate, estimate_memory
 from grukit.train.metrics import Metric, get_metric
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "History",
     "LearningRateScheduler",
     "LinearWarmup",
+    "MemoryEstimate",
     "Metric",
     "ModelCheckpoint",
     "ProgressBar",
@@ -46,6 +49,7 @@ __all__ = [
     "StepSchedule",
     "TensorBoard",
     "Trainer",
+    "estimate_memory",
     "get_loss",
     "get_metric",
     "load_checkpoint",

@@ -72,6 +72,7 @@ class Callback:
     """
 
     trainer = None
+    rank_zero_only = False  # under several processes, run this callback on rank 0 only (loggers, savers)
 
     def set_trainer(self, trainer) -> None:
         self.trainer = trainer
@@ -166,6 +167,8 @@ class ModelCheckpoint(Callback):
     ``monitor`` improves. The model is saved with its own ``save(path)`` when it has one (a grukit
     ``Sequential``), else as the trainer's resumable checkpoint folder."""
 
+    rank_zero_only = True
+
     def __init__(
         self, filepath: str | os.PathLike, monitor: str = "val_loss", save_best_only: bool = False, mode: str = "auto"
     ) -> None:
@@ -257,6 +260,8 @@ class CSVLogger(Callback):
             that checkpoint and which it writes again.
     """
 
+    rank_zero_only = True
+
     def __init__(
         self,
         filename: str | os.PathLike,
@@ -322,6 +327,8 @@ class TensorBoard(Callback):
     ``batch/learning_rate``, ``batch/loss`` the running epoch mean, … at the global step). Needs the
     ``tensorboard`` package (``pip install 'grukit[logging]'``)."""
 
+    rank_zero_only = True
+
     def __init__(self, log_dir: str | os.PathLike = "logs", update_freq: str = "epoch") -> None:
         if update_freq not in ("epoch", "batch"):
             raise ValueError(f"TensorBoard expected update_freq 'epoch' or 'batch', got {update_freq!r}")
@@ -357,6 +364,8 @@ class TensorBoard(Callback):
 class ProgressBar(Callback):
     """One tqdm bar over all optimizer steps of ``fit`` (``trainer.total_steps``, starting at a resumed run's
     step), showing the step's loss; each epoch's logs are written under it as a line."""
+
+    rank_zero_only = True
 
     def __init__(self, desc: str = "train") -> None:
         self.desc = desc

@@ -4,7 +4,7 @@ Contract::
 
     trainer = Trainer(model, loss_fn, optimizer, metrics=None, clipnorm=1.0, callbacks=(), nan_policy="raise",
                       checkpoint_dir=None, config=None, checkpoint_every=None, accumulate=1, stateful=False,
-                      extra_files=None)
+                      extra_files=None, precision=None)
     history = trainer.fit(train_batches, epochs=10, val_batches=None, verbose=1, resume=False, max_steps=None)
     trainer.evaluate(batches) -> dict[str, float]   # {"loss": ..., "accuracy": ...}
     trainer.predict(batches) -> Tensor              # outputs of every batch, concatenated on dim 0
@@ -38,6 +38,19 @@ see ``on_train_begin / on_epoch_begin / on_batch_begin / on_batch_end / on_epoch
 batch hooks once per optimizer step, so learning-rate schedules act per step) and may set
 ``trainer.stop_training``.
 
+Mixed precision: ``precision="bf16"`` runs the forward pass and the loss under bfloat16 autocast (CPU and
+CUDA); the weights, their gradients, the optimizer state and the carried recurrent state stay float32.
+``precision=None`` takes the ``GRUKIT_PRECISION`` environment variable (``"32"`` when unset).
+
+Data parallel: launched by ``torchrun``, the trainer joins the process group, wraps the model in
+``DistributedDataParallel`` and gives each rank its share of every optimizer step (see
+:mod:`grukit.train.distributed`): ``accumulate`` batches per rank, so a step's global batch is
+``accumulate · world_size`` batches, and the weights equal a single process's with ``accumulate · world_size``.
+Losses and metrics are reduced over the ranks, so every rank logs the same numbers; callbacks marked
+``rank_zero_only`` (the loggers, progress bars, model savers) and checkpoints run on rank 0 only, with a
+barrier around each save. Every rank resumes from the same checkpoint, which holds the global state (the
+carried state of all streams), so a run can resume with another number of processes.
+
 Checkpointing: with ``checkpoint_dir``, the end of every epoch, every ``checkpoint_every`` optimizer steps
 and the step that reaches ``max_steps`` write a checkpoint folder there through
 :func:`grukit.train.save_checkpoint` (``config``, the weights, the optimizer, ``extra_files``, and
@@ -51,6 +64,7 @@ checkpoint whose ``config.json`` differs from this model's, naming the keys that
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -64,6 +78,8 @@ from safetensors.torch import save as save_safetensors_bytes
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from grukit.text.batching import TBPTTBatches
+from grukit.train import distributed
 from grukit.train.callbacks import Callback, History
 from grukit.train.checkpoint import (
     CheckpointError,
@@ -74,6 +90,7 @@ from grukit.train.checkpoint import (
     set_rng_state,
 )
 from grukit.train.losses import LossFn
+from grukit.train.memory import estimate_memory
 from grukit.train.metrics import Metric
 
 NAN_POLICIES = ("raise", "skip")
@@ -120,9 +137,11 @@ def _to_device(value, device: torch.device):
 
 
 def _detach(state):
-    """Cut the graph behind a carried state (a tensor, or a tuple / list of them); the values carry over."""
+    """Cut the graph behind a carried state (a tensor, or a tuple / list of them); the values carry over, in
+    float32 when autocast computed them in lower precision."""
     if isinstance(state, Tensor):
-        return state.detach()
+        state = state.detach()
+        return state.float() if state.dtype in (torch.bfloat16, torch.float16) else state
     return type(state)(_detach(item) for item in state)
 
 
@@ -176,6 +195,15 @@ def _config_differences(saved: dict, current: dict) -> list[str]:
     return sorted(k for k in set(saved) | set(current) if saved.get(k, missing) != current.get(k, missing))
 
 
+def _float32(value):
+    """Outputs computed under autocast, back in float32 (tensors, or tuples of them)."""
+    if isinstance(value, Tensor):
+        return value.float() if value.dtype in (torch.bfloat16, torch.float16) else value
+    if isinstance(value, (tuple, list)):
+        return type(value)(_float32(item) for item in value)
+    return value
+
+
 def _pad_cat(tensors: list[Tensor]) -> Tensor:
     """Concatenate on dim 0, zero-padding the other dims to the largest (variable-length batches)."""
     if all(t.shape[1:] == tensors[0].shape[1:] for t in tensors):
@@ -216,6 +244,7 @@ class Trainer:
         accumulate: batches per optimizer step (gradient accumulation), weighted by their sizes.
         stateful: truncated BPTT: carry the model's returned state from one batch to the next.
         extra_files: more files for every checkpoint folder (name → bytes), e.g. a tokenizer's.
+        precision: ``"32"`` or ``"bf16"`` (autocast); ``None`` reads ``GRUKIT_PRECISION``, default ``"32"``.
     """
 
     def __init__(
@@ -233,6 +262,7 @@ class Trainer:
         accumulate: int = 1,
         stateful: bool = False,
         extra_files: dict[str, bytes] | None = None,
+        precision: str | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"Trainer expected a torch.nn.Module, got {type(model).__name__}")
@@ -262,6 +292,10 @@ class Trainer:
         self.accumulate = accumulate
         self.stateful = bool(stateful)
         self.extra_files = dict(extra_files or {})
+        self.precision = distributed.resolve_precision(precision)
+        self.world = distributed.World()  # set from torchrun's environment by fit and resume
+        self._parallel: nn.Module | None = None  # the DistributedDataParallel wrapper of the model, when distributed
+        self._trainable: tuple[bool, ...] = ()  # which parameters required gradients when the wrapper was built
         self.epoch = 0  # epochs completed
         self.step = 0  # optimizer steps taken (skipped steps included)
         self.skipped_steps = 0
@@ -280,28 +314,59 @@ class Trainer:
         return parameter.device if parameter is not None else torch.device("cpu")
 
     # One step ----------------------------------------------------------------------------------------------
-    def _forward(self, inputs: tuple, state=None) -> tuple[object, object]:
-        """``(outputs, new state)``; the state is ``None`` for a model that is not stateful."""
+    def _forward(self, inputs: tuple, state=None, model: nn.Module | None = None) -> tuple[object, object]:
+        """``(outputs, new state)`` of ``model`` (default: the trainer's); the state is ``None`` for a model that
+        is not stateful."""
+        model = model or self.model
         if self.stateful:
-            outputs, new_state = self.model(*inputs, state)
+            outputs, new_state = model(*inputs, state)
             return outputs, _detach(new_state)
-        return self.model(*inputs), None
+        return model(*inputs), None
 
-    def train_step(self, batches: Sequence) -> tuple[float, int]:
+    def _join(self) -> None:
+        """Join the torchrun process group when launched under it (a no-op for one process)."""
+        self.world = distributed.init_distributed(self.device)
+
+    def _wrap(self) -> nn.Module:
+        """The module the training steps call: the model, or its ``DistributedDataParallel`` wrapper."""
+        if not self.world.distributed:
+            return self.model
+        trainable = tuple(p.requires_grad for p in self.model.parameters())
+        if self._parallel is None or trainable != self._trainable:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # DDP reduces the parameters that train when it is built: built again when unfreezing changes them
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self._parallel = DistributedDataParallel(self.model, device_ids=device_ids)
+            self._trainable = trainable
+        return self._parallel
+
+    def train_step(self, batches: Sequence, stand_in: bool = False) -> tuple[float, int]:
         """One optimizer step on ``batches`` (one batch, or the batches accumulated into the step); returns
-        ``(loss, samples)``, the loss as the size-weighted mean over the batches. Updates the metrics."""
+        ``(loss, samples)``, the loss as the size-weighted mean over the batches (over every rank's batches
+        when distributed, ``samples`` counting them all). ``stand_in``: this rank has no batch in the step and
+        passes ``batches`` with zero weight, only to take part in the gradient all-reduce. Updates the metrics."""
         moved = [split_batch(_to_device(batch, self.device)) for batch in batches]
-        sizes = [_batch_size(inputs) for inputs, _, _ in moved]
-        samples = sum(sizes)
+        sizes = [0 if stand_in else _batch_size(inputs) for inputs, _, _ in moved]
+        world = self.world
+        samples = int(distributed.all_reduce_sum(torch.tensor([float(sum(sizes))]), world)[0])
+        model = self._wrap()
         self.optimizer.zero_grad(set_to_none=True)
         total_loss = torch.zeros((), device=self.device)
         seen = []
-        for (inputs, targets, mask), size in zip(moved, sizes):
-            outputs, self._carried = self._forward(inputs, self._carried)
-            loss = self.loss_fn(outputs, targets, mask) * (size / samples)
-            loss.backward()
-            total_loss = total_loss + loss.detach()
-            seen.append((outputs, targets, mask))
+        for index, ((inputs, targets, mask), size) in enumerate(zip(moved, sizes)):
+            last = index == len(moved) - 1  # DDP all-reduces the gradients in the last backward pass only
+            sync = contextlib.nullcontext() if last or not world.distributed else model.no_sync()
+            with sync:
+                with distributed.autocast(self.precision, self.device):
+                    outputs, carried = self._forward(inputs, self._carried, model)
+                    loss = self.loss_fn(outputs, targets, mask) * (size / samples)
+                (loss * world.size).backward()  # DDP divides by the world size
+            if not stand_in:
+                self._carried = carried
+                total_loss = total_loss + loss.detach()
+                seen.append((outputs, targets, mask))
+        total_loss = distributed.all_reduce_sum(total_loss, world)
         parameters = [p for p in self.model.parameters() if p.grad is not None]
         if self.clipnorm is not None:
             norm = nn.utils.clip_grad_norm_(parameters, self.clipnorm)
@@ -323,15 +388,65 @@ class Trainer:
         return float(total_loss), samples
 
     # Epochs ------------------------------------------------------------------------------------------------
-    def _logs(self, loss_total: float, samples: int, prefix: str = "") -> dict[str, float]:
+    def _metric_sums(self) -> list[list[float]]:
+        """``[total, count]`` of each metric, summed over the ranks when distributed (a collective)."""
+        local = torch.tensor([[metric.total, float(metric.count)] for metric in self.metrics], dtype=torch.float64)
+        if not self.metrics or not self.world.distributed:
+            return local.tolist()
+        return distributed.all_reduce_sum(local, self.world).tolist()
+
+    def _logs(self, loss_total: float, samples: int, prefix: str = "", reduce: bool = False) -> dict[str, float]:
+        """The loss and the metrics; ``reduce``: the metrics over every rank's batches (all ranks must call)."""
         logs = {f"{prefix}loss": loss_total / samples if samples else float("nan")}
+        if reduce and self.world.distributed:
+            for metric, (total, count) in zip(self.metrics, self._metric_sums()):
+                logs[f"{prefix}{metric.name}"] = total / count if count else float("nan")
+            return logs
         for metric in self.metrics:
             logs[f"{prefix}{metric.name}"] = metric.result()
         return logs
 
     def _call(self, hook: str, *args) -> None:
         for callback in self.callbacks:
-            getattr(callback, hook)(*args)
+            if self.world.main or not getattr(callback, "rank_zero_only", False):
+                getattr(callback, hook)(*args)
+
+    def _shard(self, train_batches: Iterable) -> tuple[Iterable, int, bool]:
+        """``(the batches this process iterates, batches per optimizer step, interleaved)``: under DDP a TBPTT
+        stream becomes this rank's contiguous streams; other batches are iterated whole and dealt out per step
+        (``interleaved``). One process: the batches as they are."""
+        if not self.world.distributed:
+            return train_batches, self.accumulate, False
+        if isinstance(train_batches, TBPTTBatches):
+            return distributed.shard_token_stream(train_batches, self.world), self.accumulate, False
+        if self.stateful:
+            raise ValueError(
+                "stateful training under several processes needs TBPTTBatches (contiguous token streams, split by "
+                f"stream), got {type(train_batches).__name__}"
+            )
+        return train_batches, self.accumulate * self.world.size, True
+
+    def _print_memory(self, train_batches: Iterable) -> None:
+        """Print :func:`grukit.train.memory.estimate_memory` for the first batch (rank 0). Peeking at the batch
+        leaves the RNGs and the batches' own state as they were, so the run is the same with or without it."""
+        if not self.world.main:
+            return
+        before = rng_state()
+        own_state = getattr(train_batches, "state_dict", None)
+        own = own_state() if callable(own_state) else None
+        first = next(iter(train_batches), None)
+        set_rng_state(before)
+        if own is not None:
+            train_batches.load_state_dict(own)
+        if first is None:
+            return
+        inputs, targets, mask = split_batch(_to_device(first, self.device))
+        if not isinstance(inputs[0], Tensor):
+            return
+        estimate = estimate_memory(
+            self.model, self.optimizer, inputs, targets, mask, self.loss_fn, self.stateful, self.precision
+        )
+        print(estimate.line())
 
     def fit(
         self,
@@ -354,10 +469,14 @@ class Trainer:
         _positive_int_or_none("fit", "max_steps", max_steps)
         if self.optimizer is None:
             raise ValueError("this Trainer has no optimizer, so it can evaluate and predict but not fit")
+        self._join()
         if resume:
             self.resume()
+        data, per_step, interleaved = self._shard(train_batches)
+        if verbose and self.step == 0:
+            self._print_memory(data)
         self.stop_training = False
-        per_epoch = -(-len(train_batches) // self.accumulate) if hasattr(train_batches, "__len__") else None
+        per_epoch = -(-len(data) // per_step) if hasattr(data, "__len__") else None
         self.total_steps = per_epoch * epochs if per_epoch is not None else None
         if max_steps is not None:
             self.total_steps = max_steps if self.total_steps is None else min(max_steps, self.total_steps)
@@ -365,7 +484,7 @@ class Trainer:
             callback.set_trainer(self)
         self._call("on_train_begin", {})
         while self.epoch < epochs and not self.stop_training and (max_steps is None or self.step < max_steps):
-            self._fit_epoch(train_batches, epochs, val_batches, verbose, max_steps)
+            self._fit_epoch(data, per_step, interleaved, epochs, val_batches, verbose, max_steps)
         self._call("on_train_end", {})
         return self.history
 
@@ -380,6 +499,11 @@ class Trainer:
         if position is None:
             own_state = getattr(train_batches, "state_dict", None)
             self._epoch_start = {"rng": rng_state(), "batches": own_state() if callable(own_state) else None}
+            if self.world.distributed:  # every rank draws the same batch order: rank 0's
+                self._epoch_start = distributed.broadcast_object(self._epoch_start, self.world)
+                set_rng_state(self._epoch_start["rng"])
+                if self._epoch_start["batches"] is not None:
+                    train_batches.load_state_dict(self._epoch_start["batches"])
         else:
             self._epoch_start = position["epoch_start"]
             set_rng_state(self._epoch_start["rng"])
@@ -398,14 +522,21 @@ class Trainer:
                     )
             self.batch_index = position["batch_index"]
             self._epoch_sums = {"loss_total": position["loss_total"], "samples": position["samples"]}
-            for metric, (total, count) in zip(self.metrics, position["metrics"]):
-                metric.total, metric.count = total, count
-            self._carried = _to_device(position["carried_state"], self.device)
+            for metric, (total, count) in zip(self.metrics, position["metrics"]):  # global sums: counted once
+                metric.total, metric.count = (total, count) if self.world.main else (0.0, 0)
+            self._carried = _to_device(distributed.scatter_state(position["carried_state"], self.world), self.device)
             set_rng_state(position["rng"])
         return iterator
 
     def _fit_epoch(
-        self, train_batches: Iterable, epochs: int, val_batches: Iterable | None, verbose: int, max_steps: int | None
+        self,
+        train_batches: Iterable,
+        per_step: int,
+        interleaved: bool,
+        epochs: int,
+        val_batches: Iterable | None,
+        verbose: int,
+        max_steps: int | None,
     ) -> None:
         self.model.train()
         iterator = self._start_epoch(train_batches)
@@ -415,20 +546,21 @@ class Trainer:
             desc=f"Epoch {self.epoch + 1}/{epochs}",
             total=length,
             initial=self.batch_index,
-            disable=verbose != 1,
+            disable=verbose != 1 or not self.world.main,
             leave=True,
             dynamic_ncols=True,
         )
         sums = self._epoch_sums
         stopped = False
-        for window in _windows(bar, self.accumulate):
+        for window in _windows(bar, per_step):
             self._call("on_batch_begin", self.step, {})
-            loss, size = self.train_step(window)
+            share, stand_in = distributed.rank_share(window, self.world) if interleaved else (window, False)
+            loss, size = self.train_step(share, stand_in)
             self.batch_index += len(window)
             if not math.isnan(loss):
                 sums["loss_total"] += loss * size
                 sums["samples"] += size
-            logs = self._logs(sums["loss_total"], sums["samples"])
+            logs = self._logs(sums["loss_total"], sums["samples"], reduce=True)
             logs["batch_loss"] = loss
             logs["learning_rate"] = self.optimizer.param_groups[0]["lr"]
             self._call("on_batch_end", self.step, logs)
@@ -438,12 +570,12 @@ class Trainer:
             epoch_done = length is not None and self.batch_index >= length
             due = stopped or (self.checkpoint_every is not None and self.step % self.checkpoint_every == 0)
             if self.checkpoint_dir is not None and due and not epoch_done:
-                self.save_checkpoint(self.checkpoint_dir, mid_epoch=True)
+                self._checkpoint(mid_epoch=True)
             if stopped:
                 break
         if self.batch_index == 0:
             raise ValueError("fit got no training batches: the training data is empty")
-        logs = self._logs(sums["loss_total"], sums["samples"])
+        logs = self._logs(sums["loss_total"], sums["samples"], reduce=True)
         if val_batches is not None:
             logs.update({f"val_{k}": v for k, v in self.evaluate(val_batches).items()})
         complete = not stopped or (length is not None and self.batch_index >= length)
@@ -451,12 +583,12 @@ class Trainer:
         self.epoch += int(complete)
         self._call("on_epoch_end", epoch, logs)  # may add to logs (learning_rate), as in Keras
         self.history.append(epoch + 1, logs)
-        if verbose:
+        if verbose and self.world.main:
             line = " - ".join(f"{k}: {v:.4f}" if abs(v) > 1e-3 else f"{k}: {v:.4e}" for k, v in logs.items())
             (bar.write if verbose == 1 else print)(f"Epoch {epoch + 1}/{epochs} - {line}")
         bar.close()
         if self.checkpoint_dir is not None and complete:
-            self.save_checkpoint(self.checkpoint_dir)
+            self._checkpoint(mid_epoch=False)
 
     @torch.no_grad()
     def evaluate(self, batches: Iterable) -> dict[str, float]:
@@ -469,7 +601,8 @@ class Trainer:
         try:
             for batch in batches:
                 inputs, targets, mask = split_batch(_to_device(batch, self.device))
-                outputs, state = self._forward(inputs, state)
+                with distributed.autocast(self.precision, self.device):
+                    outputs, state = self._forward(inputs, state)
                 size = _batch_size(inputs)
                 loss_total += float(self.loss_fn(outputs, targets, mask)) * size
                 samples += size
@@ -492,8 +625,9 @@ class Trainer:
         try:
             for batch in batches:
                 inputs, _, _ = split_batch(_to_device(batch, self.device))
-                outputs, state = self._forward(inputs, state)
-                collected.append(outputs)
+                with distributed.autocast(self.precision, self.device):
+                    outputs, state = self._forward(inputs, state)
+                collected.append(_float32(outputs))
         finally:
             self.model.train(was_training)
         if not collected:
@@ -510,9 +644,24 @@ class Trainer:
             return self.model.get_config()
         return {"architecture": type(self.model).__name__}
 
+    def _checkpoint(self, mid_epoch: bool) -> None:
+        """The trainer's own checkpoint in ``checkpoint_dir``: the metric sums and carried state of every rank
+        gathered, written by rank 0 between two barriers (a no-op barrier for one process)."""
+        metric_sums = self._metric_sums()
+        carried = distributed.gather_state(self._carried, self.world)
+        distributed.barrier(self.world)
+        if self.world.main:
+            self._save(self.checkpoint_dir, mid_epoch, metric_sums, carried)
+        distributed.barrier(self.world)
+
     def save_checkpoint(self, path: str | os.PathLike, mid_epoch: bool = False) -> Path:
         """Write a resumable checkpoint folder (weights, optimizer, epoch, step, history, RNG states; with
-        ``mid_epoch`` the position inside the current epoch too). Tied weights are written once."""
+        ``mid_epoch`` the position inside the current epoch too). Tied weights are written once. Under DDP
+        this process's own metric sums and carried state are written: the trainer's own checkpoints gather
+        every rank's."""
+        return self._save(path, mid_epoch, [[m.total, m.count] for m in self.metrics], self._carried)
+
+    def _save(self, path: str | os.PathLike, mid_epoch: bool, metric_sums: list, carried) -> Path:
         state = {
             "epoch": self.epoch,
             "step": self.step,
@@ -522,13 +671,13 @@ class Trainer:
         }
         extra = dict(self.extra_files)
         if mid_epoch:
-            structure, extra[CARRIED_STATE] = _state_files(self._carried)
+            structure, extra[CARRIED_STATE] = _state_files(carried)
             state["position"] = {
                 "batch_index": self.batch_index,
                 "epoch_start": self._epoch_start,
                 "loss_total": self._epoch_sums["loss_total"],
                 "samples": self._epoch_sums["samples"],
-                "metrics": [[metric.total, metric.count] for metric in self.metrics],
+                "metrics": [[total, int(count)] for total, count in metric_sums],
                 "carried": structure,
             }
         weights = self.model.state_dict()
@@ -539,10 +688,12 @@ class Trainer:
     def resume(self, path: str | os.PathLike | None = None) -> None:
         """Load the checkpoint at ``path`` (default ``checkpoint_dir``) into the model, optimizer, counters
         and RNGs; one written mid-epoch makes the next ``fit`` continue from its batch. Nothing to resume
-        from (no folder yet) starts from scratch."""
+        from (no folder yet) starts from scratch. Under DDP every rank loads rank 0's ``path``."""
         path = Path(path) if path is not None else self.checkpoint_dir
         if path is None:
             raise ValueError("resume needs a path, or a Trainer built with checkpoint_dir")
+        self._join()
+        path = Path(distributed.broadcast_object(str(path), self.world))  # every rank resumes from rank 0's
         if not checkpoint_exists(path):
             return
         config = self._config()

@@ -8,7 +8,7 @@
 // The primitives pick their preferred weight formats (format_tag::any); each call reorders the weights into
 // them (a read of the weights, ~1/(B·T) of the call's GEMM work).
 //
-// Safe from any thread, any number at once, and after fork: every call owns everything it writes. The
+// Safe from any thread, any number at once, and in forked children: every call owns everything it writes. The
 // primitives run with a user scratchpad (a tensor of this call) rather than oneDNN's library scratchpad,
 // which lives in thread-local storage of the thread that *created* the primitive: a primitive cached on
 // one thread and run on another then wrote through a null or foreign scratchpad. Each call makes its own
@@ -19,6 +19,7 @@
 #include <torch/extension.h>
 
 #include <omp.h>
+#include <pthread.h>
 
 #include <atomic>
 #include <map>
@@ -137,8 +138,14 @@ void check_f32_contiguous(const at::Tensor& t, const char* name) {
               " must be a contiguous float32 CPU tensor");
 }
 
+// A forked child inherits the parent's OpenMP team as bookkeeping only (GNU OpenMP is not fork-safe): the
+// first parallel region waits forever for worker threads that were not copied. Forked children run
+// oneDNN on one thread, as torch's DataLoader workers run torch.
+std::atomic<bool> forked_child{false};
+const int fork_handler = pthread_atfork(nullptr, nullptr, [] { forked_child = true; });
+
 // oneDNN (GNU OpenMP build) runs on the calling thread's OpenMP team: follow torch.set_num_threads.
-void follow_torch_threads() { omp_set_num_threads(at::get_num_threads()); }
+void follow_torch_threads() { omp_set_num_threads(forked_child ? 1 : at::get_num_threads()); }
 
 }  // namespace
 
