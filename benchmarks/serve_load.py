@@ -149,7 +149,9 @@ async def _load(url: str, sentences: list[list[str]], clients: int, per_client: 
 
 
 def _model_calls(metrics: bytes) -> float:
-    return float(re.search(r"^grukit_batch_size_count (\S+)$", metrics.decode(), re.MULTILINE).group(1))
+    """Model calls the micro-batcher made so far (0 before the first)."""
+    found = re.search(r"^grukit_batch_size_count (\S+)$", metrics.decode(), re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
 
 
 def paired_rounds(urls: dict[str, str], sentences: list[list[str]], clients: int, per_client: int,

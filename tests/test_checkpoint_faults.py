@@ -388,3 +388,14 @@ def test_a_path_with_a_trailing_slash_or_dot_names_the_same_checkpoint(tmp_path,
     monkeypatch.chdir(tmp_path / "ck")
     assert _version(Path(".")) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
+
+
+def test_saving_through_a_symbolic_link_updates_the_folder_it_points_to(tmp_path):
+    target = tmp_path / "checkpoint"
+    write_folder(target, {"a.txt": b"first"})
+    link = tmp_path / "link"
+    os.symlink(target, link)
+    write_folder(link, {"a.txt": b"second"})
+    assert link.is_symlink(), "the link itself must stay a link"
+    assert read_folder(target) == {"a.txt": b"second"}
+    assert read_folder(link) == {"a.txt": b"second"}

@@ -201,3 +201,15 @@ def test_gradient_clipping_is_on_by_default_for_recurrent_models_only():
     assert off.trainer.clipnorm is None
     with pytest.raises(ValueError, match="clipnorm to be a positive number, 'auto' or None, got -1"):
         off.compile("adam", clipnorm=-1)
+
+
+def test_compiled_metrics_expose_their_running_sums_to_the_trainer():
+    """The Trainer adds metric sums up across processes and stores them in mid-epoch checkpoints."""
+    model = Sequential([Dense(3, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy", ["accuracy"])
+    model.fit(torch.randn(8, 4), torch.randint(0, 3, (8,)), epochs=1, batch_size=4, verbose=0)
+    (metric,) = model.trainer.metrics
+    assert metric.count == metric.metric.count == 8
+    assert 0 <= metric.total == metric.metric.total <= 8
+    metric.total, metric.count = 6.0, 8
+    assert metric.result() == 0.75

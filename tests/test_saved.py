@@ -292,3 +292,13 @@ def test_generate_refuses_a_temperature_that_is_not_a_finite_non_negative_number
 def test_generate_refuses_prompt_ids_that_are_not_integers(prompt, message):
     with pytest.raises(ValueError, match=message):
         _lm(lora=False).generate(prompt, 2, temperature=0)
+
+
+def test_the_estimators_and_models_are_reachable_from_the_top_level():
+    import grukit
+    from grukit.models import Sequential
+    from grukit.tasks import TextClassifier
+
+    assert grukit.TextClassifier is TextClassifier and grukit.Sequential is Sequential
+    with pytest.raises(AttributeError, match="module 'grukit' has no attribute 'TextClasifier'"):
+        grukit.TextClasifier  # noqa: B018

@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from benchmarks.serve_load import live_server
+from benchmarks.serve_load import _load, live_server
 from tests.tasks_tiny import SENTENCES, TAGS
 
 import grukit
@@ -80,6 +80,15 @@ def test_64_concurrent_clients_get_exactly_the_in_process_predictions(tagger_ser
     assert re.search(r'grukit_requests_total\{method="POST",route="/v1/predict",status="200"\} (\d+)', text)
     served = sum(len(r) for r in requests)
     assert float(re.search(r"^grukit_batch_size_sum (\S+)$", text, re.MULTILINE).group(1)) >= served
+
+
+def test_the_load_benchmark_client_gets_the_in_process_answers(tagger_server, tagger_folder):
+    model = grukit.load(tagger_folder)
+    requests = [sentences(seed)[0] for seed in range(16)]
+    run = asyncio.run(_load(tagger_server, requests, clients=4, per_client=4))
+    assert (run["errors"], len(run["latencies"])) == (0, 16)
+    assert run["answers"] == dict(enumerate(model.predict(requests)))
+    assert 1 <= run["calls"] <= 16
 
 
 @pytest.mark.parametrize(

@@ -50,8 +50,8 @@ class _OutputMasked(Metric):
     """A metric updated with the model's output mask merged into the batch's."""
 
     def __init__(self, metric: Metric, model: Sequential) -> None:
-        super().__init__()
         self.metric, self.model, self.name = metric, model, metric.name
+        super().__init__()
 
     def update(self, outputs: Tensor, targets: Tensor, mask: Tensor | None = None) -> None:
         self.metric.update(outputs, targets, self.model.merge_mask(mask))
@@ -61,6 +61,24 @@ class _OutputMasked(Metric):
 
     def reset(self) -> None:
         self.metric.reset()
+
+    # The running sums live in the wrapped metric; the Trainer reads and sets them to checkpoint a mid-epoch
+    # state and to add them up across processes.
+    @property
+    def total(self) -> float:
+        return self.metric.total
+
+    @total.setter
+    def total(self, value: float) -> None:
+        self.metric.total = value
+
+    @property
+    def count(self) -> int:
+        return self.metric.count
+
+    @count.setter
+    def count(self, value: int) -> None:
+        self.metric.count = value
 
 
 def _shape_text(shape: Shape | list) -> str:

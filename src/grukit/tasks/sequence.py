@@ -77,8 +77,9 @@ def as_series_list(x: np.ndarray | Sequence[np.ndarray], owner: str = "SequenceC
         raise ValueError(f"{owner} got complex values: Complex data not supported; pass real series")
     try:
         result = [np.asarray(s, dtype=np.float32) for s in series]
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{owner} expected series of numbers, got {error}") from error
+    except (TypeError, ValueError) as error:  # the same type, so callers (and sklearn's checks) can still tell
+        kind = TypeError if isinstance(error, TypeError) else ValueError
+        raise kind(f"{owner} expected series of numbers, got {error}") from error
     bad = next((index for index, s in enumerate(result) if not np.isfinite(s).all()), None)
     if bad is not None:
         raise ValueError(

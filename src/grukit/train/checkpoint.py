@@ -208,6 +208,13 @@ def _read_manifest(path: Path) -> dict:
     return manifest
 
 
+def _where(path: str | os.PathLike) -> Path:
+    """The absolute folder that ``path`` names: a trailing "/" or "." still names the folder, and a symbolic link
+    to an existing folder names the folder it points to (so saving through a link updates what it points to)."""
+    absolute = Path(os.path.abspath(path))
+    return Path(os.path.realpath(absolute)) if absolute.is_symlink() and absolute.is_dir() else absolute
+
+
 def _generation_to_replace(path: Path) -> int:
     """The generation of the checkpoint at ``path`` that a save may replace (0 when nothing or an empty folder is
     there). Anything else at ``path`` is refused, so that a save never deletes a person's files."""
@@ -246,7 +253,7 @@ def write_folder(path: str | os.PathLike, files: dict[str, bytes]) -> Path:
     complete on disk; anything else there is refused with :class:`CheckpointError`. Saves of one ``path`` from
     several processes take turns; the last one wins.
     """
-    given, path = Path(path), Path(os.path.abspath(path))  # a trailing "/" or "." still names the folder
+    given, path = Path(path), _where(path)
     for name in files:
         problem = "it is reserved for the manifest" if name == MANIFEST else _plain_name_problem(name)
         if problem:
@@ -293,7 +300,7 @@ def write_folder(path: str | os.PathLike, files: dict[str, bytes]) -> Path:
 def checkpoint_exists(path: str | os.PathLike) -> bool:
     """Whether a checkpoint folder is at ``path``, counting one that a save interrupted between its two
     renames left aside (it is put back first)."""
-    path = Path(os.path.abspath(path))
+    path = _where(path)
     with _locked(path, writing=False) as held:
         if held:
             _tidy(path)
@@ -304,9 +311,9 @@ def read_folder(path: str | os.PathLike, names: tuple[str, ...] | None = None) -
     """Read every file a checkpoint's manifest lists (or only those of ``names`` that it lists), verifying
     sizes and sha256 checksums. Waits for a save of the same folder in progress to finish."""
     path = Path(path)
-    with _locked(Path(os.path.abspath(path)), writing=False) as held:
+    with _locked(_where(path), writing=False) as held:
         if held:
-            _tidy(Path(os.path.abspath(path)))
+            _tidy(_where(path))
         if not path.is_dir():
             raise CheckpointError(f"no checkpoint folder at {str(path)!r}")
         listed = _read_manifest(path)["files"]
