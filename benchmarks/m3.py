@@ -95,17 +95,19 @@ def baselines(trains: list, horizon: int, season: int) -> dict[str, tuple[list, 
     return result
 
 
-def forecaster(horizon: int, season: int, settings: dict, lookback, hybrid: bool, args) -> Forecaster:
+def forecaster(horizon: int, season: int, settings: dict, lookback, hybrid: bool, args, ensemble: int = 1):
     return Forecaster(
         horizon=horizon, season=season, lookback=lookback, hybrid=hybrid, hidden_size=args.hidden_size,
-        epochs=args.epochs or settings["epochs"], batch_size=256, learning_rate=3e-3,
+        epochs=args.epochs or settings["epochs"], batch_size=256, learning_rate=3e-3, ensemble=ensemble,
         windows_per_series=settings["windows_per_series"], random_state=args.seed,
     )
 
 
 def grukit_run(trains: list, horizon: int, season: int, frequency: str, args) -> dict:
     """Choose plain or hybrid on the validation split, refit the ensemble on the whole training parts."""
-    settings = SETTINGS[frequency]
+    settings = dict(SETTINGS[frequency])
+    if args.windows_per_series is not None:  # 0: every window
+        settings["windows_per_series"] = args.windows_per_series or None
     fit_parts = [x[:-horizon] for x in trains]
     held_out = [x[-horizon:] for x in trains]
     validation = {}
@@ -118,14 +120,15 @@ def grukit_run(trains: list, horizon: int, season: int, frequency: str, args) ->
               f"sMAPE {scores['smape']:.2f} MASE {scores['mase']:.3f}", flush=True)
     chosen = min(validation, key=lambda name: validation[name]["smape"])
     start = time.perf_counter()
-    model = forecaster(horizon, season, settings, settings["lookbacks"], chosen == "hybrid", args).fit(trains)
+    model = forecaster(horizon, season, settings, settings["lookbacks"], chosen == "hybrid", args, args.ensemble)
+    model.fit(trains)
     point = model.predict()
     lower, upper = model.predict_interval()
     return {
         "forecasts": point, "lower": lower, "upper": upper, "chosen": chosen, "validation": validation,
         "seconds": time.perf_counter() - start, "lookbacks": list(settings["lookbacks"]),
         "epochs": args.epochs or settings["epochs"], "windows_per_series": settings["windows_per_series"],
-        "hidden_size": args.hidden_size,
+        "hidden_size": args.hidden_size, "ensemble": args.ensemble,
     }
 
 
@@ -145,7 +148,7 @@ def run_frequency(frequency: str, args) -> dict:
         **errors(trains, tests, result["forecasts"], season), "seconds": result["seconds"],
         "coverage_80": float(inside.mean()),
         "chosen": result["chosen"], "validation": result["validation"],
-        **{key: result[key] for key in ("lookbacks", "epochs", "windows_per_series", "hidden_size")},
+        **{key: result[key] for key in ("lookbacks", "epochs", "windows_per_series", "hidden_size", "ensemble")},
     }
     grukit = methods["grukit Forecaster (global)"]
     print(f"  grukit ({result['chosen']}): sMAPE {grukit['smape']:.2f} MASE {grukit['mase']:.3f} "
@@ -182,6 +185,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="only the first N series of each frequency (a quick run)")
     parser.add_argument("--epochs", type=int, help="override the per-frequency epochs")
     parser.add_argument("--hidden-size", type=int, default=32)
+    parser.add_argument("--ensemble", type=int, default=1, help="networks (seeds) per lookback in the final model")
+    parser.add_argument("--windows-per-series", type=int, help="override the per-frequency setting (0: every window)")
+    parser.add_argument("--tag", default="", help="a suffix for the JSON file name, to keep variants apart")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--table", action="store_true", help="print the table of the saved full-frequency results")
@@ -205,7 +211,7 @@ def main() -> None:
         report = run_frequency(frequency, args)
         report.update(machine=machine, seconds=time.perf_counter() - start,
                       date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
-        suffix = f"_limit{args.limit}" if args.limit else ""
+        suffix = (f"_limit{args.limit}" if args.limit else "") + (f"_{args.tag}" if args.tag else "")
         (RESULTS / f"m3_{frequency}{suffix}.json").write_text(json.dumps(report, indent=2) + "\n")
         reports.append(report)
     print(table(reports))

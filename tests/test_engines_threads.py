@@ -5,6 +5,8 @@ instead of killing pytest, and every output must equal the reference engine's.""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -118,7 +120,7 @@ if __name__ == "__main__":
         processes = [context.Process(target=worker, args=(queue, method)) for _ in range(2 if method == "fork" else 1)]
         for process in processes:
             process.start()
-        results = [queue.get(timeout=120) for _ in processes]
+        results = [queue.get(timeout=60) for _ in processes]
         for process in processes:
             process.join(timeout=60)
             assert process.exitcode == 0, (method, process.exitcode)
@@ -131,7 +133,17 @@ if __name__ == "__main__":
 def run_scenario(engine: str, body: str, tmp_path) -> subprocess.CompletedProcess:
     script = tmp_path / "scenario.py"  # a file, so that spawned workers can import the main module
     script.write_text(textwrap.dedent(SETUP.format(engine=engine)) + textwrap.dedent(body) + '\nprint("done")\n')
-    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    process = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,  # its own process group: a hung worker is ended with it
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        stderr += "\n(hung: killed after 180 s)"
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 @pytest.mark.parametrize("engine", ["onednn", "native"])

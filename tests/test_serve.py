@@ -248,3 +248,11 @@ def test_sigterm_lets_requests_in_flight_finish(tagger_folder):
         assert "grukit serve: stopped" in process.stderr.read()
     assert [answer.status_code for answer in answers] == [200] * 8
     assert [answer.json()["outputs"] for answer in answers] == [model.predict(r) for r in requests]
+
+
+def test_a_body_that_is_not_utf8_and_an_unknown_route_answer_in_the_same_error_format(tagger_server):
+    json_type = {"content-type": "application/json"}
+    answer = httpx.post(f"{tagger_server}/v1/predict", content=b"\xff\xfe(", headers=json_type)
+    assert answer.status_code == 400 and answer.json()["error"]
+    answer = httpx.get(f"{tagger_server}/v2/nothing")
+    assert (answer.status_code, answer.json()) == (404, {"error": "Not Found"})

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from grukit.lm import lora
 from grukit.lm.model import GRULanguageModel, LMConfig, config_from_dict
 from grukit.text.tokenizer import tokenizer_from_files
-from grukit.train.callbacks import Callback, GradualUnfreezing, ProgressBar, SlantedTriangular
+from grukit.train.callbacks import Callback, GradualUnfreezing, ProgressBar, SlantedTriangular, StepSchedule, slanted_triangular
 from grukit.train.checkpoint import (
     CheckpointError,
     check_weights_fit,
@@ -230,6 +230,24 @@ class ClassifierTraining:
         return config_from_dict(cls, values)
 
 
+class StagedSlantedTriangular(StepSchedule):
+    """STAGED"""
+
+    def __init__(self, stages: list[int], cut_frac: float, ratio: float) -> None:
+        super().__init__()
+        self.stages, self.cut_frac, self.ratio = stages, cut_frac, ratio
+
+    def multiplier(self, step: int, total: int) -> float:
+        per_epoch = total // sum(self.stages)
+        start = 0
+        for epochs in self.stages:
+            length = epochs * per_epoch
+            if step < start + length or epochs == self.stages[-1] and start + length >= total:
+                return slanted_triangular(step - start, length, self.cut_frac, self.ratio)
+            start += length
+        return slanted_triangular(step - start + length, length, self.cut_frac, self.ratio)
+
+
 def discriminative_groups(model: GRUClassifier, lr: float, decay: float) -> list[dict]:
     """Optimizer groups bottom-up with ``lr / decay**k`` for the group ``k`` places below the head."""
     groups = model.layer_groups()
@@ -359,7 +377,13 @@ def finetune_classifier(
     else:
         groups = [{"params": [p for group in model.layer_groups() for p in group], "lr": config.lr}]
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
-    schedule: list[Callback] = [SlantedTriangular(config.cut_frac, config.ratio)]
+    stages = int(os.environ.get("STAGED", "0"))
+    if stages and config.method == "full" and config.gradual_unfreezing:
+        n = len(model.layer_groups()) - 1
+        st = [1] * min(n, config.epochs - 1) + [config.epochs - min(n, config.epochs - 1)]
+        schedule: list[Callback] = [StagedSlantedTriangular(st, config.cut_frac, config.ratio)]
+    else:
+        schedule = [SlantedTriangular(config.cut_frac, config.ratio)]
     if config.method == "full" and config.gradual_unfreezing:
         schedule.append(GradualUnfreezing(model.layer_groups()))
     if progress:

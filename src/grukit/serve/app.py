@@ -19,6 +19,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, create_model
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import grukit
 from grukit.serve.adapters import Served, Unsupported
@@ -137,6 +138,16 @@ class LimitsAndMetrics:
             self.metrics.in_progress.dec()
 
 
+REFUSALS = {
+    400: "the body is not valid JSON, or the model refuses an input or cannot do what is asked",
+    404: "no open session has this id",
+    409: "the session is running a step",
+    413: "the body is over --max-body-bytes, or holds more than --max-items inputs",
+    415: "the body is not sent as JSON",
+    429: "--max-sessions sessions are open",
+}
+
+
 def _event(kind: str, data: dict) -> str:
     return f"event: {kind}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
@@ -188,6 +199,13 @@ def create_app(served: Served, settings: ServeSettings | None = None) -> FastAPI
         outputs: list[Any] = Field(description="one output per step (a language model: next-token probabilities)")
         steps: int = Field(description="steps this session has run in all")
 
+    class Refusal(BaseModel):
+        error: str = Field(description="what was wrong with the request")
+
+    def refusals(*statuses: int) -> dict:
+        """The documented error answers of a route (422 is FastAPI's own)."""
+        return {status: {"model": Refusal, "description": REFUSALS[status]} for status in statuses}
+
     class SessionOpened(BaseModel):
         session_id: str
         idle_timeout_s: float
@@ -220,6 +238,10 @@ def create_app(served: Served, settings: ServeSettings | None = None) -> FastAPI
     app.add_middleware(LimitsAndMetrics, metrics=metrics, max_body_bytes=settings.max_body_bytes)
     app.state.metrics, app.state.sessions, app.state.settings = metrics, sessions, settings
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_refusal(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(error.detail)}, status_code=error.status_code, headers=error.headers)
+
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
         return validation_answer(list(error.errors()))
@@ -245,7 +267,7 @@ def create_app(served: Served, settings: ServeSettings | None = None) -> FastAPI
         """Request counts, latency and batch-size histograms, open sessions and streams (Prometheus text)."""
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    @app.post("/v1/predict", response_model=PredictResponse)
+    @app.post("/v1/predict", response_model=PredictResponse, responses=refusals(400, 413, 415))
     async def predict(body: PredictRequest) -> Response:  # type: ignore[valid-type]
         """What the model's ``predict`` returns for ``inputs``, one output per input."""
         inputs = body.inputs  # type: ignore[attr-defined]
@@ -260,7 +282,10 @@ def create_app(served: Served, settings: ServeSettings | None = None) -> FastAPI
     @app.post(
         "/v1/generate",
         response_class=StreamingResponse,
-        responses={200: {"content": {"text/event-stream": {}}, "description": "`token` events, then `done`"}},
+        responses={
+            200: {"content": {"text/event-stream": {}}, "description": "`token` events, then `done`"},
+            **refusals(400, 413, 415),
+        },
     )
     async def generate(body: GenerateRequest) -> StreamingResponse:
         """Continue ``prompt`` (a language model only), streaming each token as a Server-Sent Event
@@ -287,7 +312,7 @@ def create_app(served: Served, settings: ServeSettings | None = None) -> FastAPI
 
         return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
-    @app.post("/v1/sessions", status_code=201, response_model=SessionOpened)
+    @app.post("/v1/sessions", status_code=201, response_model=SessionOpened, responses=refusals(400, 429))
     async def open_session() -> dict:
         """Open a session holding the model's initial recurrent state (429 when ``--max-sessions`` are open)."""
         sessions.check_room()
@@ -296,7 +321,9 @@ def create_app(served: Served, settings: ServeSettings | None = None) -> FastAPI
         metrics.sessions_open.set(len(sessions))
         return {"session_id": session.id, "idle_timeout_s": settings.session_idle_s}
 
-    @app.post("/v1/sessions/{session_id}/step", response_model=StepResponse)
+    @app.post(
+        "/v1/sessions/{session_id}/step", response_model=StepResponse, responses=refusals(400, 404, 409, 413, 415)
+    )
     async def step_session(session_id: str, body: StepRequest) -> dict:
         """Feed the next steps to the session's model, carrying its state on (409 while another step runs)."""
         session = sessions.get(session_id)
@@ -311,7 +338,7 @@ def create_app(served: Served, settings: ServeSettings | None = None) -> FastAPI
         session.steps += len(outputs)
         return {"session_id": session.id, "outputs": outputs, "steps": session.steps}
 
-    @app.delete("/v1/sessions/{session_id}", status_code=204)
+    @app.delete("/v1/sessions/{session_id}", status_code=204, responses=refusals(404, 409))
     async def close_session(session_id: str) -> Response:
         """Close the session and free its state."""
         sessions.close(session_id)
