@@ -192,6 +192,9 @@ def run_forecasting(seed: int) -> list[Row]:
     return rows
 
 
+SENTIMENT_SEEDS = 3  # the TextClassifier rows are the mean over this many seeds
+
+
 def run_sentiment(seed: int) -> list[Row]:
     from sklearn.model_selection import train_test_split
 
@@ -205,15 +208,20 @@ def run_sentiment(seed: int) -> list[Row]:
         x_train, x_test, y_train, y_test = train_test_split(
             texts, labels, test_size=0.2, stratify=labels, random_state=0
         )
-        model, seconds = _timed(TextClassifier(random_state=seed).fit, x_train, y_train)
+        scores, times = [], []
+        for run_seed in range(seed, seed + SENTIMENT_SEEDS):
+            model, seconds = _timed(TextClassifier(random_state=run_seed).fit, x_train, y_train)
+            scores.append(model.score(x_test, y_test))
+            times.append(seconds)
         rows.append(
             _row(
                 "sentiment",
                 name,
-                "grukit TextClassifier (BPE, BiGRU)",
+                f"grukit TextClassifier (BPE, BiGRU), mean of seeds {seed}-{seed + SENTIMENT_SEEDS - 1} "
+                f"(std {np.std(scores):.3f}; each {', '.join(f'{score:.3f}' for score in scores)})",
                 "accuracy",
-                model.score(x_test, y_test),
-                seconds,
+                float(np.mean(scores)),
+                float(np.mean(times)),
             )
         )
         predicted, seconds = _timed(baselines.tfidf_logistic_regression, x_train, y_train, x_test, analyzer, ngrams)
@@ -378,6 +386,11 @@ REFERENCES = [
     "GunPoint, BasicMotions and JapaneseVowels, and ItalyPowerDemand was never used to choose them. ArrowHead was "
     "meant as a second untouched set, but min_steps=1000 was added after its test accuracy trailed 1-NN at "
     "100 epochs (0.663), so it no longer is one.",
+    "TextClassifier settings tried on a validation split cut from the Rotten Tomatoes training split (15 %, "
+    "random_state=1; one run each, seed 0), validation accuracy: defaults 0.746; embedding and hidden 128 0.763; "
+    "the same for 12 epochs 0.757; 4 epochs 0.705; dropout 0.5, 128 / 128, 6 epochs 0.750; embedding 256, hidden "
+    "128, vocabulary 16,000 0.768; TF-IDF word 1-2-grams + LR on the same split 0.775. None beat TF-IDF there, so "
+    "the defaults stayed as they were; the Chinese reviews were not searched.",
 ]
 
 

@@ -4,8 +4,8 @@ codes, content type and schema.
 
 schemathesis is not a grukit dependency (it pins its own hypothesis); install it apart and pass its ``st``:
 
-    python -m venv /tmp/st && /tmp/st/bin/pip install schemathesis
-    python -m benchmarks.serve_fuzz --st /tmp/st/bin/st --max-time 60
+    python -m venv .st-venv && .st-venv/bin/pip install schemathesis
+    python -m benchmarks.serve_fuzz --st .st-venv/bin/st --max-time 60
 
 Serves a tiny SequenceTagger and a tiny GRULanguageModel in turn and prints schemathesis's summary for each;
 exits with status 1 when either run found a failure.

@@ -45,13 +45,16 @@ def live_server(folder: Path, *flags: str) -> Iterator[tuple[subprocess.Popen, s
     """``(process, base_url)`` of ``grukit serve folder --port 0 *flags`` on 127.0.0.1, one torch thread unless
     ``OMP_NUM_THREADS`` says otherwise; stopped with SIGTERM at exit."""
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    # The server's log goes to a file, not a pipe: a pipe nobody reads fills up and blocks the server.
+    log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed when the server stops, below)
     process = subprocess.Popen(
         [sys.executable, "-m", "grukit.cli", "serve", str(folder), "--host", "127.0.0.1", "--port", "0", *flags],
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=log,
         text=True,
         env=env,
     )
+    process.log = log  # read it with server_log(process)
     first_line: list[str] = []
     reader = threading.Thread(target=lambda: first_line.append(process.stdout.readline()), daemon=True)
     reader.start()
@@ -59,7 +62,7 @@ def live_server(folder: Path, *flags: str) -> Iterator[tuple[subprocess.Popen, s
     match = re.search(r"http://127\.0\.0\.1:(\d+)", first_line[0] if first_line else "")
     if match is None:
         process.kill()
-        raise RuntimeError(f"grukit serve did not start: {first_line} {process.stderr.read()[-2000:]}")
+        raise RuntimeError(f"grukit serve did not start: {first_line} {server_log(process)[-2000:]}")
     try:
         yield process, f"http://127.0.0.1:{match.group(1)}"
     finally:
@@ -71,7 +74,14 @@ def live_server(folder: Path, *flags: str) -> Iterator[tuple[subprocess.Popen, s
                 process.kill()
                 process.wait()
         process.stdout.close()
-        process.stderr.close()
+        log.close()
+
+
+def server_log(process: subprocess.Popen) -> str:
+    """What a :func:`live_server` has written to stderr so far."""
+    process.log.flush()
+    process.log.seek(0)
+    return process.log.read()
 
 
 def train_tagger(folder: Path, sentences: int) -> list[list[str]]:
@@ -87,6 +97,9 @@ def train_tagger(folder: Path, sentences: int) -> list[list[str]]:
     return [[word for word, _ in line] for line in lines[sentences:]]
 
 
+REQUEST_TIMEOUT_S = 120  # a stuck server fails the run instead of hanging it
+
+
 class Connection:
     """One keep-alive HTTP/1.1 connection speaking just enough of the protocol for ``POST /v1/predict``: a client
     far cheaper than a general one, so the measurement is the server's and not the client's."""
@@ -100,6 +113,10 @@ class Connection:
         return cls(*await asyncio.open_connection(host, int(port)))
 
     async def request(self, method: str, path: str, payload: object = None) -> tuple[int, bytes]:
+        """``(status, body)``; a server that does not answer within ``REQUEST_TIMEOUT_S`` raises TimeoutError."""
+        return await asyncio.wait_for(self._request(method, path, payload), REQUEST_TIMEOUT_S)
+
+    async def _request(self, method: str, path: str, payload: object) -> tuple[int, bytes]:
         body = b"" if payload is None else json.dumps(payload).encode()
         head = f"{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
         self.writer.write(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)

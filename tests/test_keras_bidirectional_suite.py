@@ -18,7 +18,7 @@ Not applicable (Keras internals that grukit has no counterpart for):
   ``Bidirectional._can_attempt_fused_lstm`` / ``_can_attempt_fused_gru`` dispatch predicates.
 - ``test_fused_lstm_matches_unfused``, ``test_fused_gru_matches_unfused``: compare Keras' fused cuDNN
   ``backend.bidirectional_*`` call with its two-call path (``use_cudnn`` True vs False); grukit's
-  engine-against-reference agreement is tested in tests/test_engines.py.
+  engine-against-reference agreement is tested in tests/test_ops_engines.py.
 - ``test_torch_cudnn_bidirectional_gru_dispatch_fires``: spies on Keras' torch-backend ``torch._VF.gru`` dispatch.
 """
 

@@ -14,7 +14,7 @@ it; ``assert_all_close`` and ``run_layer_test`` check what Keras' do that applie
 Not applicable (Keras internals that grukit has no counterpart for):
 - ``test_stateful_with_symbolic_batch_size``: a TensorFlow ``tf.function`` symbolic-batch bug (TF backend only).
 - ``test_torch_cudnn_dispatch_fires``: spies on Keras' torch-backend dispatch to ``torch._VF.gru``; grukit
-  chooses its engines in ``grukit.nn`` and tests that choice in tests/test_engines.py.
+  chooses its engines in ``grukit.nn`` and tests that choice in tests/test_ops_engines.py.
 """
 
 import numpy as np

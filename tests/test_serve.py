@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from benchmarks.serve_load import _load, live_server
+from benchmarks.serve_load import _load, live_server, server_log
 from tests.tasks_tiny import SENTENCES, TAGS
 
 import grukit
@@ -245,7 +245,7 @@ def test_sigterm_lets_requests_in_flight_finish(tagger_folder):
 
         answers = asyncio.run(run())
         assert process.wait(30) == 0
-        assert "grukit serve: stopped" in process.stderr.read()
+        assert "grukit serve: stopped" in server_log(process)
     assert [answer.status_code for answer in answers] == [200] * 8
     assert [answer.json()["outputs"] for answer in answers] == [model.predict(r) for r in requests]
 

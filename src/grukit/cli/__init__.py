@@ -14,7 +14,8 @@ was expected>``, and exit status 2, never a traceback. A user's mistake is
   a full disk), ``ImportError`` (an optional package that is not installed; the message names it) and
   ``FloatingPointError`` (training diverged; lower the learning rate).
 
-Any other exception is a bug in grukit, not the user's mistake, and keeps its traceback. Ctrl-C ends with
+Warnings raised while a command runs print as one line, ``warning: <message>``. Any other exception is a bug in
+grukit, not the user's mistake, and keeps its traceback. Ctrl-C ends with
 ``grukit: interrupted`` and status 130. ``GRUKIT_TRACEBACK=1`` in the environment shows the traceback of a
 user error too.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 import grukit
 from grukit.cli import export, lm, predict, serve, tasks
@@ -62,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     if handler is None:
         parser.print_help()
         return 0
+    previous_format, warnings.formatwarning = warnings.formatwarning, one_line_warning
     try:
         relaunched = relaunch(args, sys.argv[1:] if argv is None else list(argv))
         if relaunched is not None:  # ran under torch.distributed.run
@@ -75,3 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("grukit: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = previous_format
+
+
+def one_line_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001 (warnings' signature)
+    """A warning as ``warning: <message>``, one line, without the source file and line that raised it."""
+    return f"warning: {' '.join(str(message).split())}\n"

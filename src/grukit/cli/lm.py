@@ -31,16 +31,17 @@ from grukit.cli.options import (
     folder_entries,
     listed,
     nonnegative_float,
-    nonnegative_int,
     positive_float,
     positive_int,
     probability,
+    random_seed,
     read_json_config,
     refuse_foreign_folder,
     valid_fraction,
 )
 from grukit.datasets import check_text_file, load_labelled, split_labelled
 from grukit.lm import lora
+from grukit.lm.classifier import ARCHITECTURE as CLASSIFIER
 from grukit.lm.classifier import ClassifierTraining, GRUClassifier, finetune_classifier, predict
 from grukit.lm.corpus import LineSource, kjv_sources, prepare_corpus, text_file_sources
 from grukit.lm.model import GRULanguageModel, LMConfig
@@ -84,7 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     generate.add_argument("--temperature", type=nonnegative_float, default=1.0, help="0 picks the likeliest token")
     generate.add_argument("--top-k", type=positive_int, help="sample among the k likeliest tokens (default: all)")
     generate.add_argument("--top-p", type=probability, help="nucleus sampling mass (default: 1, no cut)")
-    generate.add_argument("--seed", type=nonnegative_int, help="random seed (default: a fresh one each run)")
+    generate.add_argument("--seed", type=random_seed, help="random seed (default: a fresh one each run)")
     generate.set_defaults(handler=run_lm_generate)
 
     finetune = subparsers.add_parser("finetune", help="adapt a pretrained language model to your text or task")
@@ -120,7 +121,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     classify.add_argument("--rank", type=positive_int, help=f"LoRA rank {overrides}")
     classify.add_argument("--alpha", type=positive_float, help=f"LoRA alpha {overrides}")
     classify.add_argument("--max-len", type=positive_int, help=f"tokens kept per text {overrides}")
-    classify.add_argument("--seed", type=nonnegative_int, default=0, help="seeds the label sample and training")
+    classify.add_argument("--seed", type=random_seed, default=0, help="seeds the label sample and training")
     classify.add_argument("--quiet", "--no-progress", dest="no_progress", action="store_true",
                           help="no progress bar")
     add_scale_options(classify, accumulate=True)
@@ -203,6 +204,12 @@ def _prepare_tokens(out: Path, args: argparse.Namespace, source: dict, tokenizer
         out / "data", *_sources(corpus, args.text, args.valid_fraction), tokenizer_config, tokenizer
     )
     (out / "data" / SOURCE_RECORD).write_text(json.dumps(source, indent=1) + "\n", encoding="utf-8")
+    if valid_tokens is None and not corpus and args.valid_fraction > 0:
+        print(
+            f"note: --valid-fraction {args.valid_fraction} held out no text (the split falls between lines, and the "
+            "last lines start before it): training runs without validation",
+            file=sys.stderr,
+        )
     return tokenizer, train_tokens, valid_tokens
 
 
@@ -212,6 +219,12 @@ def model_folder(path: str | Path) -> Path:
     path = Path(path)
     if not (path / "config.json").is_file() and (path / MODEL / "config.json").is_file():
         return path / MODEL
+    if not (path / "config.json").is_file() and (path / "data").is_dir() and (path / TRAIN_LOG).is_file():
+        latest = f"; the latest weights are in {path / CHECKPOINT}" if checkpoint_exists(path / CHECKPOINT) else ""
+        raise ValueError(
+            f"{path} is a training run that has not saved {MODEL}/ yet (it does at each epoch's end and at the "
+            f"last step): continue it with the command that started it and --resume{latest}"
+        )
     return path
 
 
@@ -280,7 +293,7 @@ def warn_unseen_characters(tokenizer, texts, what: str) -> None:
 def file_texts(paths: list[str]):
     """The text of each file in turn, a line at a time."""
     for path in paths:
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8-sig") as handle:
             yield from handle
 
 
@@ -298,7 +311,7 @@ def run_lm_train(args: argparse.Namespace) -> int:
     config, config_name = read_run_config(args)
     try:  # a typo in a section stops the run before any work, naming the file and the section
         training = training_config(config["training"], args)
-        LMConfig.from_dict({**config["model"], "vocab_size": 2})
+        LMConfig.from_dict({**config["model"], "vocab_size": 2}).check_memory()
     except ValueError as error:
         section = "training" if "LMTrainingConfig" in str(error) else "model"
         raise ValueError(f"{config_name}, section {section!r}: {error}") from None
@@ -341,6 +354,7 @@ def run_lm_train(args: argparse.Namespace) -> int:
 
 def run_lm_generate(args: argparse.Namespace) -> int:
     model = GRULanguageModel.from_pretrained(model_folder(args.model))
+    warn_unseen_characters(model.tokenizer, [args.prompt], "the prompt")
     sys.stdout.write(args.prompt)
     for piece in model.stream_text(
         args.prompt,
@@ -383,7 +397,7 @@ def run_finetune_classify(args: argparse.Namespace) -> int:
     if not args.scratch and method == "scratch":
         raise ValueError("--method scratch needs --scratch CONFIG.json (a fresh encoder), not --lm")
     out = Path(args.out)
-    check_model_out(out)
+    check_model_out(out, CLASSIFIER)
     overrides = {
         "epochs": args.epochs,
         "batch_size": args.batch_size,

@@ -10,6 +10,8 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+from grukit.saved import OLD_ARCHITECTURES
+
 ERROR_PREFIX = "grukit: error:"
 CONFIG_SECTIONS = ("tokenizer", "model", "training")
 
@@ -57,11 +59,18 @@ def _number(kind: type, test: Callable[[float], bool], expected: str) -> Callabl
 
 positive_int = _number(int, lambda v: v >= 1, "a positive integer")
 nonnegative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
+random_seed = _number(int, lambda v: 0 <= v < 2**63, "an integer in [0, 2**63)")
 positive_float = _number(float, lambda v: v > 0, "a number > 0")
 nonnegative_float = _number(float, lambda v: v >= 0, "a number >= 0")
 open_fraction = _number(float, lambda v: 0 < v < 1, "a fraction strictly between 0 and 1")
 valid_fraction = _number(float, lambda v: 0 <= v < 1, "a fraction in [0, 1)")
 probability = _number(float, lambda v: 0 < v <= 1, "a probability in (0, 1]")
+
+
+def nonblank_text(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a text that is not blank, got {text!r}")
+    return text
 
 
 # Config files ----------------------------------------------------------------------------------------------
@@ -85,10 +94,27 @@ def read_json_config(path: str, sections: tuple[str, ...], allowed: tuple[str, .
 
 
 # Output folders --------------------------------------------------------------------------------------------
+def enclosing_saved_folder(path: Path) -> Path | None:
+    """The grukit model folder (it has a ``manifest.json``) or training run folder (``data/`` and
+    ``train_log.csv``) that ``path`` lies inside, if any: writing there would break it."""
+    for parent in path.resolve().parents:
+        run_folder = (parent / "data").is_dir() and (parent / "train_log.csv").is_file()
+        if run_folder or (parent / "manifest.json").is_file():
+            return parent
+    return None
+
+
 def folder_entries(folder: Path) -> list[str]:
-    """The names in ``folder`` (none when it does not exist); ``--out`` naming a file is refused."""
+    """The names in ``folder`` (none when it does not exist); ``--out`` naming a file, or a folder inside a
+    model or run folder grukit wrote, is refused."""
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"--out {folder} is a file; expected a folder")
+    inside = enclosing_saved_folder(folder)
+    if inside is not None:
+        raise ValueError(
+            f"--out {folder} is inside {inside.name}/, a model or run folder grukit wrote, which it would break; "
+            "choose a folder outside it"
+        )
     return sorted(entry.name for entry in folder.iterdir()) if folder.is_dir() else []
 
 
@@ -104,9 +130,11 @@ def refuse_foreign_folder(folder: Path, names: list[str], kind: str) -> None:
     )
 
 
-def check_model_out(folder: Path) -> None:
+def check_model_out(folder: Path, architecture: str | None = None) -> None:
     """Refuse an ``--out`` that saving a model folder there would empty: one holding anything but the files of
-    a model folder grukit wrote before (those in its ``manifest.json``, and ``results.json``)."""
+    a model folder grukit wrote before (those in its ``manifest.json``, and ``results.json``), or, given the
+    ``architecture`` about to be saved (``"grukit.TextClassifier"``), a model of another kind (such as the
+    pretrained model a command reads)."""
     names = folder_entries(folder)
     if not names:
         return
@@ -118,3 +146,14 @@ def check_model_out(folder: Path) -> None:
     foreign = [name for name in names if name not in owned]
     if not manifest.is_file() or foreign:
         refuse_foreign_folder(folder, foreign or names, "model folder grukit wrote")
+    if architecture is not None:
+        try:
+            saved = json.loads((folder / "config.json").read_text("utf-8")).get("architecture")
+        except (OSError, ValueError, AttributeError):
+            saved = None
+        saved = OLD_ARCHITECTURES.get(saved, saved)
+        if saved != architecture:
+            raise ValueError(
+                f"--out {folder} holds a {saved or 'model of unknown kind'}, not a {architecture}; grukit will not "
+                "write over another model: choose a new or empty folder"
+            )

@@ -20,7 +20,7 @@ import argparse
 from pathlib import Path
 
 from grukit.cli.options import positive_int
-from grukit.cli.tasks import forecast_rows, read_dated_series, write_rows
+from grukit.cli.tasks import check_output, forecast_rows, read_dated_series, write_rows
 from grukit.datasets.files import read_csv, read_lines, read_series_rows
 from grukit.saved import load
 from grukit.train.checkpoint import read_config
@@ -58,6 +58,7 @@ def run_predict(args: argparse.Namespace) -> int:
     architecture = str(read_config(args.model).get("architecture", "")).removeprefix("grukit.")
     if args.output and args.input and Path(args.output).resolve() == Path(args.input).resolve():
         raise ValueError(f"--output {args.output} is the INPUT file itself; write the predictions elsewhere")
+    check_output(args.output)
     if architecture == "Forecaster":
         return predict_forecast(args, load(args.model))
     if args.horizon is not None:

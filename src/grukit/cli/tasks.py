@@ -27,7 +27,14 @@ import numpy as np
 
 from grukit import datasets
 from grukit.cli.distributed import add_scale_options
-from grukit.cli.options import check_model_out, nonnegative_int, open_fraction, positive_int
+from grukit.cli.options import (
+    check_model_out,
+    nonblank_text,
+    nonnegative_int,
+    open_fraction,
+    positive_int,
+    random_seed,
+)
 from grukit.datasets.files import is_iso_date
 from grukit.tasks import baselines, forecasting
 from grukit.tasks.forecasting import DIFFERENCING, STRATEGIES, Forecaster
@@ -35,6 +42,8 @@ from grukit.tasks.sequence import SequenceClassifier
 from grukit.tasks.tagging import SequenceTagger
 from grukit.tasks.text import TOKENS, TextClassifier
 from grukit.tasks.translation import Translator
+
+LOG_CHOICES = {"auto": "auto", "on": True, "off": False}  # --log value -> Forecaster(log=...)
 
 
 @contextlib.contextmanager
@@ -45,10 +54,10 @@ def training_output() -> Iterator[None]:
         yield
 
 
-def check_out(args: argparse.Namespace) -> None:
-    """Refuse, before training, an ``--out`` that saving the model there would write over."""
+def check_out(args: argparse.Namespace, estimator: type) -> None:
+    """Refuse, before training, an ``--out`` that saving the ``estimator`` there would write over."""
     if args.out:
-        check_model_out(Path(args.out))
+        check_model_out(Path(args.out), f"grukit.{estimator.__name__}")
 
 
 def save_model(model, args: argparse.Namespace) -> None:
@@ -69,6 +78,8 @@ def holdout(size: int, test_size: float, seed: int, what: str) -> tuple[np.ndarr
 def interpolate_missing(values: np.ndarray, source: str) -> np.ndarray:
     """Fill NaNs linearly between their neighbours (by the nearest value at either end), saying so on stderr."""
     missing = np.isnan(values)
+    if missing.all():
+        raise ValueError(f"{source} holds no numbers in the series, only missing values")
     if missing.any():
         print(f"note: filled {int(missing.sum())} missing values of {source} by linear interpolation", file=sys.stderr)
         positions = np.arange(len(values))
@@ -116,11 +127,33 @@ def forecast_rows(model: Forecaster, point, bounds) -> tuple[list[str], list[lis
     return header, rows
 
 
+OUTPUT_HEADERS = ("date,forecast", "step,forecast", "text,label", "text,tags", "text,translation", "row,label")
+
+
+def check_output(output: str | None) -> None:
+    """Refuse an ``--output`` that is a folder, or a file other than a CSV of predictions grukit wrote (one
+    whose header starts as one of ``OUTPUT_HEADERS``): an earlier output may be replaced, nothing else."""
+    if not output:
+        return
+    path = Path(output)
+    if path.is_dir():
+        raise ValueError(f"--output {output} is a folder; expected the name of a CSV file to write")
+    if path.exists():
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            first = handle.readline(200)
+        if not first.startswith(OUTPUT_HEADERS):
+            raise ValueError(
+                f"--output {output} exists and is not a CSV of predictions grukit wrote; grukit will not write over "
+                "it: choose another name"
+            )
+
+
 def write_rows(header: list[str], rows: list[list[str]], output: str | None, what: str) -> None:
-    """CSV rows to ``output``, or printed (stdout) without it."""
+    """CSV rows to ``output`` (see :func:`check_output`), or printed (stdout) without it."""
     import csv
     import io
 
+    check_output(output)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
@@ -143,7 +176,8 @@ def forecast(args: argparse.Namespace) -> int:
         if args.date_column:
             raise ValueError("--date-column reads a --csv file; a --dataset has its dates already")
         series, date_column = datasets.load_series(args.dataset), "its index"
-    check_out(args)
+    check_output(args.output)
+    check_out(args, Forecaster)
     dates = forecasting.dates_of(series)
     if dates is not None and dates[1] is None:
         print(f"note: the dates in {date_column} have no regular spacing: forecasts are numbered steps",
@@ -154,7 +188,7 @@ def forecast(args: argparse.Namespace) -> int:
         lookback=args.lookback,
         season=args.season,
         differencing=args.differencing,
-        log=args.log,
+        log=LOG_CHOICES[args.log],
         strategy=args.strategy,
         epochs=args.epochs,
         random_state=args.seed,
@@ -186,7 +220,7 @@ def forecast(args: argparse.Namespace) -> int:
 def classify_text(args: argparse.Namespace) -> int:
     texts, labels = datasets.read_labelled_texts(args.csv, args.text_column, args.label_column)
     train, test = holdout(len(texts), args.test_size, args.seed, args.csv)
-    check_out(args)
+    check_out(args, TextClassifier)
     model = TextClassifier(tokens=args.tokens, epochs=args.epochs, random_state=args.seed, verbose=verbosity(args))
     with training_output():
         model.fit([texts[i] for i in train], labels[train])
@@ -216,7 +250,7 @@ def classify_series(args: argparse.Namespace) -> int:
             train, test = holdout(len(series), args.test_size, args.seed, args.csv)
             x_train, y_train = [series[i] for i in train], labels[train]
             x_test, y_test = [series[i] for i in test], labels[test]
-    check_out(args)
+    check_out(args, SequenceClassifier)
     model = SequenceClassifier(
         epochs=args.epochs, min_steps=args.min_steps, random_state=args.seed, verbose=verbosity(args)
     )
@@ -238,7 +272,7 @@ def tag(args: argparse.Namespace) -> int:
     train, test = holdout(len(sentences), args.test_size, args.seed, args.file or "People's Daily")
     words = [[w for w, _ in s] for s in sentences]
     tags = [[t for _, t in s] for s in sentences]
-    check_out(args)
+    check_out(args, SequenceTagger)
     model = SequenceTagger(epochs=args.epochs, random_state=args.seed, verbose=verbosity(args))
     with training_output():
         model.fit([words[i] for i in train], [tags[i] for i in train])
@@ -257,7 +291,7 @@ def tag(args: argparse.Namespace) -> int:
 def translate(args: argparse.Namespace) -> int:
     pairs = datasets.read_pairs(args.pairs)
     train, test = holdout(len(pairs), args.test_size, args.seed, args.pairs)
-    check_out(args)
+    check_out(args, Translator)
     model = Translator(
         tokens=args.tokens, epochs=args.epochs, beam_size=args.beam_size, random_state=args.seed,
         verbose=verbosity(args),
@@ -285,7 +319,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     def common(parser: argparse.ArgumentParser, epochs: int) -> None:
         parser.add_argument("--epochs", type=positive_int, default=epochs, help="passes over the training data")
-        parser.add_argument("--seed", type=nonnegative_int, default=0, help="seeds the split and the training")
+        parser.add_argument("--seed", type=random_seed, default=0, help="seeds the split and the training")
         parser.add_argument("--quiet", action="store_true", help="no progress bar")
         add_scale_options(parser)
         parser.add_argument("--out", metavar="DIR", help="save the trained model in this folder (new, empty or an "
@@ -300,14 +334,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--dataset", choices=datasets.SERIES, help="a bundled series")
     parser.add_argument("--column", help="the CSV column to forecast (needed with --csv)")
     parser.add_argument("--horizon", type=positive_int, required=True, help="steps to forecast")
-    parser.add_argument("--lookback", type=positive_int, default=36, help="past steps the network reads")
+    parser.add_argument("--lookback", type=positive_int, help="past steps the network reads (default: chosen from "
+                        "the season, the horizon and the series' length)")
     parser.add_argument("--date-column", help="the CSV column of ISO dates (default: the first column that holds "
                         "only dates, if any); forecasts are then dated")
     parser.add_argument("--season", type=positive_int, help="season length, e.g. 12 for monthly data (default: from "
-                        "the dates' frequency, else none)")
+                        "the dates' frequency, else detected from the autocorrelation, else none)")
     parser.add_argument("--differencing", choices=DIFFERENCING, default="auto",
                         help="auto: seasonal with a season, else first")
-    parser.add_argument("--log", action="store_true", help="model log values (positive series)")
+    parser.add_argument("--log", nargs="?", choices=LOG_CHOICES, const="on", default="auto",
+                        help="model log values: on (positive series), off, or auto (on for a positive series with "
+                        "multiplicative seasonality); a bare --log means on")
     parser.add_argument("--strategy", choices=STRATEGIES, default="direct", help="how the horizon is forecast")
     parser.add_argument("--evaluate", action="store_true", help="first score a fit that holds out the last horizon")
     parser.add_argument("--output", help="write date (or step),forecast,lower_80,upper_80 (an 80%% prediction "
@@ -321,7 +358,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--label-column", default="label", help="the column of labels")
     parser.add_argument("--tokens", choices=TOKENS, default="bpe", help="how texts are split into tokens")
     test_size(parser, 0.2)
-    parser.add_argument("--predict", nargs="*", help="texts to classify afterwards (default: none)")
+    parser.add_argument("--predict", nargs="*", type=nonblank_text, help="texts to classify afterwards (default: none)")
     common(parser, 8)
     parser.set_defaults(handler=classify_text)
 
@@ -341,7 +378,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("tag", help="train a POS / sequence tagger on word/TAG lines")
     parser.add_argument("--file", help="one sentence per line, tokens word/TAG (default: People's Daily 1998)")
     test_size(parser, 0.1)
-    parser.add_argument("--predict", nargs="*", help="space-separated sentences to tag afterwards (default: none)")
+    parser.add_argument("--predict", nargs="*", type=nonblank_text,
+                        help="space-separated sentences to tag afterwards (default: none)")
     common(parser, 3)
     parser.set_defaults(handler=tag)
 
@@ -350,6 +388,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tokens", choices=("char", "word"), default="char", help="how texts are split")
     parser.add_argument("--beam-size", type=positive_int, default=1, help="1 decodes greedily")
     test_size(parser, 0.1)
-    parser.add_argument("--translate", nargs="*", help="texts to translate afterwards (default: none)")
+    parser.add_argument("--translate", nargs="*", type=nonblank_text,
+                        help="texts to translate afterwards (default: none)")
     common(parser, 20)
     parser.set_defaults(handler=translate)

@@ -147,11 +147,17 @@ def read_csv(path: str | os.PathLike, columns: list[str], short_rows: bool = Fal
                     "(skipping it would shift every later row by one)"
                 )
             if len(row) > len(header) or (len(row) < len(header) and not short_rows):
-                raise ValueError(f"{path} line {start} has {len(row)} cells; its header has {len(header)}")
+                spans = (f" (a quoted cell runs from line {start} to line {reader.line_num}: is a closing quote "
+                         "missing?)" if reader.line_num > start else "")
+                raise ValueError(f"{path} line {start} has {len(row)} cells; its header has {len(header)}{spans}")
             rows.append(row)
             lines.append(start)
     except csv.Error as error:
         raise ValueError(f"{path} line {reader.line_num} is not valid CSV: {error}") from None
+    repeated = sorted({name for name in header if name and header.count(name) > 1})
+    if repeated:
+        named = ", ".join(repr(name) for name in repeated)
+        raise ValueError(f"{path} has more than one column named {named}; give each column its own name")
     missing = [name for name in columns if name not in header]
     if missing:
         raise ValueError(f"{path} has no column(s) {missing}; its columns are {header}")
@@ -222,6 +228,8 @@ def read_labelled_texts(
 ) -> tuple[list[str], np.ndarray]:
     """``(texts, labels)`` from a CSV with a text and a label column; labels ``(n,)`` str. An empty text or
     label is refused, naming its line."""
+    if text_column == label_column:
+        raise ValueError(f"{path}: the texts and the labels are both column {text_column!r}; name two columns")
     table = read_csv(path, [text_column, label_column])
     texts, labels = table.column(text_column), table.column(label_column)
     for text, label, line in zip(texts, labels, table.lines):

@@ -4,7 +4,15 @@ The encoder is the language model without its output head. For a right-padded ba
 ``lengths`` and last-layer outputs ``h_t`` ``(B, T, H)``::
 
     pooled = [h_T, max_t h_t, mean_t h_t]      (B, 3H)  over each text's own steps (concat pooling)
-    logits = W₂ · dropout(ReLU(W₁ · dropout(pooled)))   (B, C)
+    z      = ReLU(W₁ · dropout(BN₁(pooled)))            (B, 50)
+    logits = W₂ · dropout(BN₂(z))                       (B, C)
+
+The batch norms ``BN`` (ULMFiT's head has them too) standardise each feature over the texts. They are what lets
+the head learn from a pretrained encoder at all: a language model's GRU states sit near saturation, so its pooled
+features share one large offset (|mean| about 0.8) and differ between texts by a few hundredths. A plain linear
+head on them gives every text nearly the same logits and stays at the majority class. Once training ends, the
+norms' running statistics are computed again over the training texts with the final weights
+(:func:`refresh_norm_statistics`), since the running averages trail an encoder that moved while they were taken.
 
 Fine-tuning (``method="full"``), on the shared :class:`grukit.train.Trainer` with its callbacks:
     - discriminative learning rates: the head gets ``lr``, each group below it ``lr / 2.6`` of the one above
@@ -35,7 +43,7 @@ from torch import Tensor, nn
 from grukit.lm import lora
 from grukit.lm.model import GRULanguageModel, LMConfig, config_from_dict
 from grukit.text.tokenizer import tokenizer_from_files
-from grukit.train.callbacks import Callback, GradualUnfreezing, ProgressBar, SlantedTriangular, StepSchedule, slanted_triangular
+from grukit.train.callbacks import Callback, GradualUnfreezing, ProgressBar, SlantedTriangular
 from grukit.train.checkpoint import (
     CheckpointError,
     check_weights_fit,
@@ -61,6 +69,7 @@ class GRUClassifier(nn.Module):
         head_hidden: width of the head's hidden layer.
         head_dropout: dropout before each head layer.
         labels: the ``C`` class names, saved with the model (``None``: unnamed).
+        head_norm: batch norm before each head layer (``False``: the head of models saved before it existed).
 
     Shapes: ``ids`` ``(B, T)``, ``lengths`` ``(B,)`` → logits ``(B, C)``.
     """
@@ -72,6 +81,7 @@ class GRUClassifier(nn.Module):
         head_hidden: int = 50,
         head_dropout: float = 0.2,
         labels: Sequence[str] | None = None,
+        head_norm: bool = True,
     ):
         super().__init__()
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
@@ -86,16 +96,27 @@ class GRUClassifier(nn.Module):
         encoder.decoder.bias.requires_grad_(False)  # the LM head takes no part in classification
         if not encoder.config.tie_weights:
             encoder.decoder.weight.requires_grad_(False)
+        self.head_norm = bool(head_norm)
         hidden = encoder.config.layer_sizes()[-1][1]
+
+        def norm(width: int) -> list[nn.Module]:
+            return [nn.BatchNorm1d(width)] if head_norm else []
+
         self.head = nn.Sequential(
+            *norm(3 * hidden),
             nn.Dropout(head_dropout),
             nn.Linear(3 * hidden, head_hidden),
             nn.ReLU(),
+            *norm(head_hidden),
             nn.Dropout(head_dropout),
             nn.Linear(head_hidden, num_classes),
         )
 
     def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
+        return self.head(self.pool(ids, lengths))  # (B, C)
+
+    def pool(self, ids: Tensor, lengths: Tensor) -> Tensor:
+        """Concat pooling of the encoder's last layer, ``(B, 3H)``: the head's input."""
         lengths = torch.as_tensor(lengths, dtype=torch.long)
         if lengths.shape != (ids.shape[0],):
             raise ValueError(f"GRUClassifier expected lengths of shape ({ids.shape[0]},), got {tuple(lengths.shape)}")
@@ -104,7 +125,7 @@ class GRUClassifier(nn.Module):
         valid = (torch.arange(ids.shape[1]) < lengths.unsqueeze(1)).unsqueeze(-1)  # (B, T, 1)
         max_pool = outputs.masked_fill(~valid, float("-inf")).amax(1)  # (B, H)
         mean_pool = outputs.sum(1) / lengths.unsqueeze(1).to(outputs.dtype)  # (B, H) padded steps are zeros
-        return self.head(torch.cat([last, max_pool, mean_pool], dim=-1))  # (B, C)
+        return torch.cat([last, max_pool, mean_pool], dim=-1)  # (B, 3H)
 
     def layer_groups(self) -> list[list[nn.Parameter]]:
         """Parameter groups from the bottom up: embedding, each GRU layer, head."""
@@ -123,6 +144,7 @@ class GRUClassifier(nn.Module):
             "head_hidden": self.head_hidden,
             "head_dropout": self.head_dropout,
             "labels": self.labels,
+            "head_norm": self.head_norm,
         }
 
     def base_state_dict(self) -> dict[str, Tensor]:
@@ -157,7 +179,13 @@ class GRUClassifier(nn.Module):
         config = checkpoint.config
         try:
             encoder_config = LMConfig.from_dict(config["encoder"])
-            head = (config["num_classes"], config["head_hidden"], config["head_dropout"], config.get("labels"))
+            head = (
+                config["num_classes"],
+                config["head_hidden"],
+                config["head_dropout"],
+                config.get("labels"),
+                config.get("head_norm", False),  # folders written before the head had norms
+            )
             with torch.device("meta"):
                 skeleton = cls(GRULanguageModel(encoder_config), *head)
         except (KeyError, ValueError, TypeError) as error:
@@ -180,7 +208,8 @@ class ClassifierTraining:
 
     Args:
         method: ``"full"`` (ULMFiT), ``"lora"`` or ``"scratch"``.
-        epochs, batch_size, lr: the usual; ``lr`` is the head's (the peak of the schedule).
+        epochs, batch_size, lr: the usual; ``lr`` is the head's (the peak of the schedule). 1e-2 is the order of
+            ULMFiT's head rates (2e-2 down to 1e-3 by stage); 2e-3 left a keyword task half learned in 6 epochs.
         lr_decay: discriminative factor between groups (``full``).
         gradual_unfreezing: unfreeze one more group per epoch from the top (``full``).
         cut_frac, ratio: slanted triangular schedule.
@@ -195,7 +224,7 @@ class ClassifierTraining:
     method: str = "full"
     epochs: int = 6
     batch_size: int = 32
-    lr: float = 2e-3
+    lr: float = 1e-2
     lr_decay: float = 2.6
     gradual_unfreezing: bool = True
     cut_frac: float = 0.1
@@ -230,24 +259,6 @@ class ClassifierTraining:
         return config_from_dict(cls, values)
 
 
-class StagedSlantedTriangular(StepSchedule):
-    """STAGED"""
-
-    def __init__(self, stages: list[int], cut_frac: float, ratio: float) -> None:
-        super().__init__()
-        self.stages, self.cut_frac, self.ratio = stages, cut_frac, ratio
-
-    def multiplier(self, step: int, total: int) -> float:
-        per_epoch = total // sum(self.stages)
-        start = 0
-        for epochs in self.stages:
-            length = epochs * per_epoch
-            if step < start + length or epochs == self.stages[-1] and start + length >= total:
-                return slanted_triangular(step - start, length, self.cut_frac, self.ratio)
-            start += length
-        return slanted_triangular(step - start + length, length, self.cut_frac, self.ratio)
-
-
 def discriminative_groups(model: GRUClassifier, lr: float, decay: float) -> list[dict]:
     """Optimizer groups bottom-up with ``lr / decay**k`` for the group ``k`` places below the head."""
     groups = model.layer_groups()
@@ -266,15 +277,24 @@ def pad_batch(rows: list[list[int]], max_len: int) -> tuple[Tensor, Tensor]:
     return ids, lengths
 
 
+def batch_starts(count: int, batch_size: int) -> list[slice]:
+    """Slices cutting ``count`` items into batches of ``batch_size``, the last one taking a lone leftover item."""
+    starts = list(range(0, count, batch_size))
+    if len(starts) > 1 and count - starts[-1] == 1:
+        starts.pop()
+    return [slice(start, end) for start, end in zip(starts, [*starts[1:], count])]
+
+
 def length_bucketed_batches(lengths: list[int], batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Shuffled batches of similar length (sorted within chunks of 50 batches), so padding stays small."""
+    """Shuffled batches of similar length (sorted within chunks of 50 batches), so padding stays small. A text
+    left alone at a chunk's end joins the batch before it: batch norm cannot standardise a batch of one."""
     order = rng.permutation(len(lengths))
     chunk = 50 * batch_size
     batches = []
-    for start in range(0, len(order), chunk):
-        part = order[start : start + chunk]
+    for piece in batch_starts(len(order), chunk):
+        part = order[piece]
         part = part[np.argsort([lengths[i] for i in part], kind="stable")]
-        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+        batches += [part[cut] for cut in batch_starts(len(part), batch_size)]
     rng.shuffle(batches)
     return batches
 
@@ -290,7 +310,8 @@ class LengthBucketedBatches:
         self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
-        return -(-len(self.rows) // self.batch_size)
+        chunks = batch_starts(len(self.rows), 50 * self.batch_size)
+        return sum(len(batch_starts(piece.stop - piece.start, self.batch_size)) for piece in chunks)
 
     def __iter__(self) -> Iterator[tuple]:
         for index in length_bucketed_batches(self.lengths, self.batch_size, self.rng):
@@ -315,6 +336,29 @@ def _sorted_batches(rows: list[list[int]], labels: np.ndarray, batch_size: int, 
 def classification_loss(logits: Tensor, targets: Tensor, mask: None = None) -> Tensor:
     """Mean cross-entropy of ``logits`` ``(B, C)`` against class ids ``targets`` ``(B,)``."""
     return nn.functional.cross_entropy(logits, targets)
+
+
+@torch.no_grad()
+def refresh_norm_statistics(
+    model: GRUClassifier, rows: list[list[int]], batch_size: int = 128, max_len: int = 256
+) -> None:
+    """Set each head batch norm's running mean and (unbiased) variance to those of its input over ``rows``, the
+    model in evaluation mode (no dropout). Training leaves averages taken while the encoder was still moving;
+    these are the statistics of the model as it now is. One pass of the encoder; the pooled features of all
+    ``rows`` ``(N, 3H)`` are held in memory. A no-op for a head without norms."""
+    if not model.head_norm or len(rows) < 2:
+        return
+    was_training = model.training
+    model.eval()
+    x = torch.cat(
+        [model.pool(*pad_batch(rows[start : start + batch_size], max_len)) for start in range(0, len(rows), batch_size)]
+    )  # (N, 3H)
+    for layer in model.head:
+        if isinstance(layer, nn.BatchNorm1d):
+            layer.running_mean.copy_(x.mean(0))
+            layer.running_var.copy_(x.var(0))
+        x = layer(x)
+    model.train(was_training)
 
 
 @torch.no_grad()
@@ -362,6 +406,10 @@ def finetune_classifier(
             f"finetune_classifier expected as many labels as texts (> 0), got {len(train_rows)} texts "
             f"and {len(train_labels)} labels"
         )
+    if model.head_norm and len(train_rows) < 2:
+        raise ValueError(
+            f"finetune_classifier expected at least 2 texts for a head with batch norm, got {len(train_rows)}"
+        )
     if train_labels.min() < 0 or train_labels.max() >= model.num_classes:
         raise ValueError(
             f"labels must lie in [0, {model.num_classes}), got [{train_labels.min()}, {train_labels.max()}]"
@@ -377,13 +425,7 @@ def finetune_classifier(
     else:
         groups = [{"params": [p for group in model.layer_groups() for p in group], "lr": config.lr}]
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
-    stages = int(os.environ.get("STAGED", "0"))
-    if stages and config.method == "full" and config.gradual_unfreezing:
-        n = len(model.layer_groups()) - 1
-        st = [1] * min(n, config.epochs - 1) + [config.epochs - min(n, config.epochs - 1)]
-        schedule: list[Callback] = [StagedSlantedTriangular(st, config.cut_frac, config.ratio)]
-    else:
-        schedule = [SlantedTriangular(config.cut_frac, config.ratio)]
+    schedule: list[Callback] = [SlantedTriangular(config.cut_frac, config.ratio)]
     if config.method == "full" and config.gradual_unfreezing:
         schedule.append(GradualUnfreezing(model.layer_groups()))
     if progress:
@@ -409,6 +451,7 @@ def finetune_classifier(
         verbose=0,
         resume=resume,
     ).history
+    refresh_norm_statistics(model, train_rows, max_len=config.max_len)
     records = []
     for epoch, loss in enumerate(history["loss"]):
         record = {

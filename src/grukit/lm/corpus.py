@@ -50,7 +50,7 @@ def text_file_sources(
     def lines(keep_valid: bool) -> Iterator[str]:
         position = 0
         for path in paths:
-            with open(path, encoding="utf-8") as handle:
+            with open(path, encoding="utf-8-sig") as handle:  # a byte-order mark is not text
                 for line in handle:
                     if (position >= cut) == keep_valid:
                         yield line

@@ -75,8 +75,8 @@ def add_lora(
     """
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
         raise ValueError(f"add_lora expected rank to be a positive integer, got {rank!r}")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0:
-        raise ValueError(f"add_lora expected a positive alpha, got {alpha!r}")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (math.isfinite(alpha) and alpha > 0):
+        raise ValueError(f"add_lora expected a positive finite alpha, got {alpha!r}")
     targets = tuple(targets)
     unknown = [t for t in targets if t not in TARGETS]
     if unknown or not targets:
@@ -86,10 +86,22 @@ def add_lora(
         raise ValueError(f"add_lora found no grukit recurrent layer inside {type(model).__name__}")
     if lora_config(model) is not None:
         raise ValueError("add_lora: this model already has LoRA adapters; merge_lora(model) first")
+    smallest = min(min(weight.shape) for layer in layers for name, weight in layer.named_parameters(recurse=False)
+                   if name.startswith(targets))
+    if rank > smallest:
+        raise ValueError(
+            f"add_lora expected rank <= {smallest}, the smallest side of the adapted matrices, got {rank}: a larger "
+            "rank trains more parameters than the matrix itself has"
+        )
+    return _attach(model, rank, alpha, targets, freeze_base)
+
+
+def _attach(model: nn.Module, rank: int, alpha: float, targets: tuple[str, ...], freeze_base: bool) -> nn.Module:
+    """Register a :class:`LoRA` on each ``targets`` matrix of every recurrent layer of ``model`` (checked)."""
     if freeze_base:
         for parameter in model.parameters():
             parameter.requires_grad_(False)
-    for layer in layers:
+    for layer in _recurrent_modules(model):
         names = [name for name, _ in layer.named_parameters(recurse=False) if name.startswith(targets)]
         for name in names:
             weight = getattr(layer, name)
@@ -200,6 +212,8 @@ def load_adapter_files(model: nn.Module, files: dict[str, bytes], where: str = "
         rank, alpha, targets = config["rank"], config["alpha"], tuple(config["targets"])
         if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1 or any(t not in TARGETS for t in targets):
             raise ValueError(f"expected a positive rank and targets among {TARGETS}")
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (math.isfinite(alpha) and alpha > 0):
+            raise ValueError(f"expected a positive finite alpha, got {alpha!r}")
     except (ValueError, KeyError, TypeError) as error:
         raise CheckpointError(
             f"{where!r}: {ADAPTER_CONFIG} is not a LoRA config like "
@@ -224,7 +238,7 @@ def load_adapter_files(model: nn.Module, files: dict[str, bytes], where: str = "
                 f"{tuple(tensors[name].shape)} in the adapter file, but this {type(model).__name__} needs {shape} "
                 "(its embedding or hidden sizes differ)"
             )
-    add_lora(model, rank, alpha, targets, freeze_base=True)
+    _attach(model, rank, float(alpha), targets, freeze_base=True)  # a rank above add_lora's limit still loads
     model.load_state_dict(tensors, strict=False)
     return True
 

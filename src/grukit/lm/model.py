@@ -90,6 +90,19 @@ class LMConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
                 raise ValueError(f"LMConfig expected {name} in [0, 1), got {value!r}")
+        if not isinstance(self.tie_weights, bool):
+            raise ValueError(f"LMConfig expected tie_weights to be true or false, got {self.tie_weights!r}")
+
+    def check_memory(self) -> None:
+        """Refuse sizes whose float32 weights alone exceed this machine's memory, before anything is allocated."""
+        memory = machine_memory()
+        if memory is not None and 4 * self.parameter_count() > memory:
+            raise ValueError(
+                f"LMConfig with embedding_size={self.embedding_size}, hidden_size={self.hidden_size}, "
+                f"num_layers={self.num_layers} and vocab_size={self.vocab_size} has {self.parameter_count():,} "
+                f"parameters ({4 * self.parameter_count() / 2**30:,.0f} GiB in float32), more than this machine's "
+                f"{memory / 2**30:,.0f} GiB of memory; use smaller sizes"
+            )
 
     @classmethod
     def from_dict(cls, values: dict) -> LMConfig:
@@ -97,6 +110,34 @@ class LMConfig:
 
     def to_dict(self) -> dict:
         return {"architecture": ARCHITECTURE, **asdict(self)}
+
+    def parameter_count(self) -> int:
+        """The number of weights, from the sizes alone: ``V·D`` (embedding), ``3H(I + H) + 6H`` per GRU layer of
+        input ``I`` and hidden ``H``, ``V·H_L + V`` (head; ``V`` alone when tied)."""
+        inputs = self.embedding_size
+        last = self.embedding_size if self.tie_weights else self.hidden_size
+        count = self.vocab_size * self.embedding_size + self.vocab_size * (1 if self.tie_weights else 1 + last)
+        if self.num_layers > 1:
+            h = self.hidden_size
+            count += 3 * h * (inputs + h) + 6 * h + (self.num_layers - 2) * (3 * h * (h + h) + 6 * h)
+            inputs = h
+        return count + 3 * last * (inputs + last) + 6 * last
+
+    def weight_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The shape of each weight :meth:`GRULanguageModel.base_state_dict` holds, from the sizes alone (so a
+        saved folder's weights are checked against its config before any model is built)."""
+        shapes: dict[str, tuple[int, ...]] = {"embedding.weight": (self.vocab_size, self.embedding_size)}
+        for index, (inputs, hidden) in enumerate(self.layer_sizes()):
+            shapes.update({
+                f"layers.{index}.weight_ih_l0": (3 * hidden, inputs),
+                f"layers.{index}.weight_hh_l0": (3 * hidden, hidden),
+                f"layers.{index}.bias_ih_l0": (3 * hidden,),
+                f"layers.{index}.bias_hh_l0": (3 * hidden,),
+            })
+        if not self.tie_weights:
+            shapes["decoder.weight"] = (self.vocab_size, self.layer_sizes()[-1][1])
+        shapes["decoder.bias"] = (self.vocab_size,)
+        return shapes
 
     def layer_sizes(self) -> list[tuple[int, int]]:
         """``(input_size, hidden_size)`` of each GRU layer."""
@@ -106,6 +147,14 @@ class LMConfig:
             last = layer == self.num_layers - 1
             sizes.append((inputs, self.embedding_size if last and self.tie_weights else self.hidden_size))
         return sizes
+
+
+def machine_memory() -> int | None:
+    """This machine's physical memory in bytes (``None`` where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def locked_dropout(x: Tensor, p: float, training: bool) -> Tensor:
@@ -137,6 +186,7 @@ class GRULanguageModel(nn.Module):
 
     def __init__(self, config: LMConfig, tokenizer: CharTokenizer | BPETokenizer | None = None) -> None:
         super().__init__()
+        config.check_memory()
         if tokenizer is not None and tokenizer.vocab_size != config.vocab_size:
             raise ValueError(
                 f"GRULanguageModel: the tokenizer has {tokenizer.vocab_size} symbols, the config says "
@@ -260,6 +310,8 @@ class GRULanguageModel(nn.Module):
         Prompts of different lengths run as one right-padded batch with ``lengths``. Arguments as
         :meth:`generate`.
         """
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
+            raise ValueError(f"generate expected seed to be an integer in [0, 2**63) or None, got {seed!r}")
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
             raise ValueError(f"generate expected max_new_tokens to be a non-negative integer, got {max_new_tokens!r}")
         if (
@@ -361,9 +413,13 @@ class GRULanguageModel(nn.Module):
             config = LMConfig.from_dict(checkpoint.config)
         except (ValueError, TypeError) as error:
             raise CheckpointError(f"{where!r}: config.json does not describe a GRULanguageModel: {error}") from error
-        with torch.device("meta"):
-            skeleton = cls(config)
-        expected = {name: tuple(tensor.shape) for name, tensor in skeleton.base_state_dict().items()}
+        saved_layers = {name.split(".")[1] for name in checkpoint.weights if name.startswith("layers.")}
+        if len(saved_layers) != config.num_layers:  # before listing the shapes of a million layers
+            raise CheckpointError(
+                f"checkpoint {where!r}: config.json does not fit model.safetensors: the config says num_layers="
+                f"{config.num_layers}, the weights hold {len(saved_layers)} layer(s)"
+            )
+        expected = config.weight_shapes()
         settings = asdict(config)
 
         def describe(name: str) -> str:
@@ -371,6 +427,12 @@ class GRULanguageModel(nn.Module):
             return f"the GRULanguageModel with {', '.join(values) or settings}"
 
         check_weights_fit(where, expected, checkpoint.weights, describe)
+        broken = [name for name, tensor in checkpoint.weights.items() if not bool(torch.isfinite(tensor).all())]
+        if broken:
+            raise CheckpointError(
+                f"{where!r}: the weights {broken[:3]} hold NaN or inf, so the model cannot predict; the training "
+                "that wrote them diverged (train again with a lower learning rate)"
+            )
         try:
             tokenizer = tokenizer_from_files(checkpoint.extra_files)
         except (ValueError, KeyError, TypeError) as error:

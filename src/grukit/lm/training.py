@@ -92,10 +92,18 @@ class LMTrainingConfig:
             isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1
         ):
             raise ValueError(f"LMTrainingConfig expected steps to be a positive integer or None, got {self.steps!r}")
-        if not self.lr > 0 or self.clip <= 0 or self.weight_decay < 0 or self.warmup_steps < 0:
+        for name in ("lr", "clip", "weight_decay"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"LMTrainingConfig expected {name} to be a finite number, got {value!r}")
+        for name in ("warmup_steps", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+                raise ValueError(f"LMTrainingConfig expected {name} to be an integer >= 0, got {value!r}")
+        if not self.lr > 0 or self.clip <= 0 or self.weight_decay < 0:
             raise ValueError(
-                f"LMTrainingConfig expected lr > 0, clip > 0, weight_decay >= 0, warmup_steps >= 0, got lr={self.lr}, "
-                f"clip={self.clip}, weight_decay={self.weight_decay}, warmup_steps={self.warmup_steps}"
+                f"LMTrainingConfig expected lr > 0, clip > 0, weight_decay >= 0, got lr={self.lr}, clip={self.clip}, "
+                f"weight_decay={self.weight_decay}"
             )
 
     @classmethod
@@ -137,6 +145,7 @@ class _ValidateAndSave(Callback):
 
     def __init__(self, tokens: np.ndarray | None, config: LMTrainingConfig, kind: str, folder: Path) -> None:
         self.tokens, self.config, self.kind, self.folder = tokens, config, kind, folder
+        self.saved_step: int | None = None  # the optimizer step whose weights model/ holds
 
     def on_epoch_end(self, epoch: int, logs: dict) -> None:
         model = self.trainer.model
@@ -145,6 +154,7 @@ class _ValidateAndSave(Callback):
             metric, score = _valid_metric(valid, self.kind)
             logs.update({"val_loss": valid, f"val_{metric}": score})
         model.save_pretrained(self.folder)
+        self.saved_step = self.trainer.step
 
 
 class _Throughput(Callback):
@@ -209,9 +219,10 @@ def train_language_model(
     metric = _valid_metric(1.0, kind)[0]
     continuing = resume and checkpoint_exists(out / CHECKPOINT)  # otherwise the logs start afresh
     throughput = _Throughput(batches, on_step)
+    validate_and_save = _ValidateAndSave(valid_tokens, config, kind, out / MODEL)
     callbacks: list[Callback] = [
         CosineSchedule(config.warmup_steps, MIN_LR_RATIO),
-        _ValidateAndSave(valid_tokens, config, kind, out / MODEL),
+        validate_and_save,
         CSVLogger(out / TRAIN_LOG, append=continuing, update_freq="batch", columns=STEP_COLUMNS),
     ]
     if valid_tokens is not None:
@@ -244,6 +255,8 @@ def train_language_model(
         precision=trainer_precision,
     )
     history = trainer.fit(batches, epochs=config.epochs, verbose=0, resume=resume, max_steps=config.steps)
+    if main and validate_and_save.saved_step != trainer.step:  # e.g. resumed where an interrupted run had ended
+        model.save_pretrained(out / MODEL)
     result: dict = {"steps": trainer.step, "train_loss": throughput.last_loss}
     if valid_tokens is not None and history.history.get("val_loss"):
         result.update(

@@ -2,6 +2,6 @@
 
 from grukit.nn.cell import GRUCell, LSTMCell
 from grukit.nn.dropconnect import drop_connect
-from grukit.nn.recurrent import GRU, LSTM, MinGRU
+from grukit.nn.recurrent import GRU, LSTM, DTypeError, MinGRU, ShapeError
 
-__all__ = ["GRU", "GRUCell", "LSTM", "LSTMCell", "MinGRU", "drop_connect"]
+__all__ = ["DTypeError", "GRU", "GRUCell", "LSTM", "LSTMCell", "MinGRU", "ShapeError", "drop_connect"]

@@ -7,29 +7,44 @@ import math
 import torch
 from torch import Tensor, nn
 
-from grukit.nn.recurrent import _check_positive_int, check_matches_weights
+from grukit.nn.recurrent import DTypeError, ShapeError, check_bool, check_matches_weights, factory
 from grukit.ops import reference
+
+
+def _check_size(owner: str, name: str, value: object) -> int:
+    # Zero is allowed, as torch's cells allow it: a zero-width hidden state or input is an empty matrix.
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{owner} expected {name} to be a non-negative integer, got {value!r}")
+    return value
 
 
 class _CellBase(nn.Module):
     gates: int
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True) -> None:
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         name = type(self).__name__
-        self.input_size = _check_positive_int(name, "input_size", input_size)
-        self.hidden_size = _check_positive_int(name, "hidden_size", hidden_size)
-        self.bias = bool(bias)
+        self.input_size = _check_size(name, "input_size", input_size)
+        self.hidden_size = _check_size(name, "hidden_size", hidden_size)
+        self.bias = check_bool(name, "bias", bias)
+        options = factory(device, dtype)
         gh = self.gates * hidden_size
-        self.weight_ih = nn.Parameter(torch.empty(gh, input_size))
-        self.weight_hh = nn.Parameter(torch.empty(gh, hidden_size))
-        self.bias_ih = nn.Parameter(torch.empty(gh)) if bias else None
-        self.bias_hh = nn.Parameter(torch.empty(gh)) if bias else None
+        self.weight_ih = nn.Parameter(torch.empty(gh, input_size, **options))
+        self.weight_hh = nn.Parameter(torch.empty(gh, hidden_size, **options))
+        self.bias_ih = nn.Parameter(torch.empty(gh, **options)) if self.bias else None
+        self.bias_hh = nn.Parameter(torch.empty(gh, **options)) if self.bias else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Uniform in ±1/√H, as torch's cells."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
+        """Uniform in ±1/√H, as torch's cells (no weights to draw when ``H = 0``)."""
+        bound = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size else 0.0
         for weight in self.parameters():
             nn.init.uniform_(weight, -bound, bound)
 
@@ -42,12 +57,10 @@ class _CellBase(nn.Module):
             got = x.dtype if isinstance(x, Tensor) else type(x).__name__
             raise TypeError(f"{name} expected a floating-point tensor input, got {got}")
         if x.dim() not in (1, 2) or x.shape[-1] != self.input_size:
-            raise ValueError(
+            raise ShapeError(
                 f"{name} expected input of shape (batch, {self.input_size}) or ({self.input_size},), "
                 f"got {tuple(x.shape)}"
             )
-        if x.dim() == 2 and x.shape[0] == 0:
-            raise ValueError(f"{name} expected at least one row in the batch, got input of shape {tuple(x.shape)}")
         check_matches_weights(name, x, self.weight_ih)
         unbatched = x.dim() == 1
         if unbatched:
@@ -55,12 +68,12 @@ class _CellBase(nn.Module):
         if state is not None:
             if not isinstance(state, Tensor) or state.dtype != x.dtype:
                 got = state.dtype if isinstance(state, Tensor) else type(state).__name__
-                raise TypeError(f"{name} expected {what} as a tensor of dtype {x.dtype} (the input's), got {got}")
+                raise DTypeError(f"{name} expected {what} as a tensor of dtype {x.dtype} (the input's), got {got}")
             if state.device != x.device:
-                raise ValueError(f"{name} expected {what} on {x.device} (the input's), got {state.device}")
+                raise ShapeError(f"{name} expected {what} on {x.device} (the input's), got {state.device}")
             expected = (x.shape[0], self.hidden_size)
             if tuple(state.shape) != (expected[1:] if unbatched else expected):
-                raise ValueError(
+                raise ShapeError(
                     f"{name} expected {what} of shape {expected[1:] if unbatched else expected}, "
                     f"got {tuple(state.shape)}"
                 )
@@ -74,7 +87,11 @@ class GRUCell(_CellBase):
 
     Args:
         input_size: ``I``; hidden_size: ``H``; bias: learn ``b_ih`` / ``b_hh``;
-        reset_after: ``True`` for PyTorch / cuDNN / Keras-default form, ``False`` for Cho et al. (2014).
+        reset_after: ``True`` for PyTorch / cuDNN / Keras-default form, ``False`` for Cho et al. (2014);
+        device, dtype: where and in which dtype to create the parameters, as ``torch.nn.GRUCell``'s.
+    Sizes may be zero and batches empty, as torch's cells allow; shape mistakes raise
+    :class:`grukit.nn.ShapeError` (also a ``RuntimeError``, as torch's), dtype mistakes
+    :class:`grukit.nn.DTypeError`.
 
     Shapes: ``x`` ``(B, I)`` or ``(I,)``; ``h`` ``(B, H)`` or ``(H,)``, zeros when omitted;
     returns ``h'`` of ``h``'s shape.
@@ -82,9 +99,17 @@ class GRUCell(_CellBase):
 
     gates = 3
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, reset_after: bool = True) -> None:
-        self.reset_after = bool(reset_after)
-        super().__init__(input_size, hidden_size, bias)
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        reset_after: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        self.reset_after = check_bool("GRUCell", "reset_after", reset_after)
+        super().__init__(input_size, hidden_size, bias, device, dtype)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + ("" if self.reset_after else ", reset_after=False")
@@ -107,7 +132,7 @@ class LSTMCell(_CellBase):
 
     def forward(self, x: Tensor, state: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
         if state is not None and (not isinstance(state, (tuple, list)) or len(state) != 2):
-            raise ValueError(f"LSTMCell expected state as a pair (h, c), got {type(state).__name__}")
+            raise ShapeError(f"LSTMCell expected state as a pair (h, c), got {type(state).__name__}")
         h, c = (None, None) if state is None else state
         x, h, unbatched = self._check(x, h, "h")
         _, c, _ = self._check(x.squeeze(0) if unbatched else x, c, "c")

@@ -35,23 +35,24 @@ def _reorder(blocks: torch.Tensor, gates: int, axis: int) -> torch.Tensor:
 
 
 def _copy_config(module: nn.Module) -> dict:
-    return dict(
+    config = dict(
         input_size=module.input_size,
         hidden_size=module.hidden_size,
         num_layers=module.num_layers,
-        bias=module.bias,
-        batch_first=module.batch_first,
+        bias=bool(module.bias),
+        batch_first=bool(module.batch_first),
         dropout=float(module.dropout),
-        bidirectional=module.bidirectional,
+        bidirectional=bool(module.bidirectional),
     )
+    if getattr(module, "proj_size", 0):  # LSTM with projections
+        config["proj_size"] = module.proj_size
+    return config
 
 
 def from_torch(cls, module: nn.Module, torch_cls: type) -> nn.Module:
     if not isinstance(module, torch_cls):
         raise TypeError(f"{cls.__name__}.from_torch expected a {torch_cls.__module__}.{torch_cls.__name__}, "
                         f"got {type(module).__name__}")
-    if getattr(module, "proj_size", 0):
-        raise ValueError(f"{cls.__name__}.from_torch does not support proj_size, got {module.proj_size}")
     ours = cls(**_copy_config(module))
     ours = ours.to(dtype=next(module.parameters()).dtype, device=next(module.parameters()).device)
     ours.load_state_dict(module.state_dict())
@@ -69,6 +70,8 @@ def to_torch(ours: nn.Module, torch_cls: type) -> nn.Module:
 def to_keras(ours: nn.Module) -> list[np.ndarray]:
     """Keras weights of every layer and direction, concatenated in ``get_weights()`` order (no bias arrays
     for ``bias=False``, as Keras' ``use_bias=False``)."""
+    if getattr(ours, "proj_size", 0):
+        raise ValueError(f"Keras' LSTM has no projection; this {type(ours).__name__} has proj_size={ours.proj_size}")
     gates = ours.gates
     reset_after = getattr(ours, "reset_after", False)
     weights: list[np.ndarray] = []

@@ -10,18 +10,42 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
-from grukit.ops import engines, mingru_scan, reference
+from grukit.ops import engines, mingru_scan, recompute, reference
 
 INITS = ("torch", "keras")
+
+
+class ShapeError(ValueError, RuntimeError):
+    """A tensor of the wrong shape, length or device. Both a ``ValueError`` and the ``RuntimeError`` that
+    ``torch.nn.GRU`` raises for the same mistake, so ``except RuntimeError`` code written for torch still works."""
+
+
+class DTypeError(TypeError, ValueError, RuntimeError):
+    """A tensor whose dtype does not match the module's weights or the input. A ``TypeError``, and also the
+    ``ValueError`` (input vs weights) and ``RuntimeError`` (input vs state) that torch raises for it."""
 
 
 def _check_positive_int(owner: str, name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{owner} expected {name} to be a positive integer, got {value!r}")
     return value
+
+
+def check_bool(owner: str, name: str, value: object) -> bool:
+    """``value`` as a bool, refusing anything else: ``bias="False"`` is truthy and would silently mean ``True``."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{owner} expected {name} to be True or False, got {value!r} ({type(value).__name__})")
+    return bool(value)
+
+
+def factory(device: torch.device | str | None, dtype: torch.dtype | None) -> dict:
+    """``torch.nn``'s factory arguments for new parameters, ``{}`` where not given."""
+    return {key: value for key, value in (("device", device), ("dtype", dtype)) if value is not None}
 
 
 def check_lengths(owner: str, lengths: Tensor | list | tuple, batch: int, steps: int) -> Tensor:
@@ -31,10 +55,10 @@ def check_lengths(owner: str, lengths: Tensor | list | tuple, batch: int, steps:
     if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
         raise TypeError(f"{owner} expected integer lengths, got dtype {lengths.dtype}")
     if lengths.shape != (batch,):
-        raise ValueError(f"{owner} expected lengths of shape ({batch},), one per sequence, got {tuple(lengths.shape)}")
+        raise ShapeError(f"{owner} expected lengths of shape ({batch},), one per sequence, got {tuple(lengths.shape)}")
     lengths = lengths.to(device="cpu", dtype=torch.int64)
     if batch and (int(lengths.min()) < 1 or int(lengths.max()) > steps):
-        raise ValueError(
+        raise ShapeError(
             f"{owner} expected every length in [1, {steps}] (the time dimension), "
             f"got min {int(lengths.min())} and max {int(lengths.max())}"
         )
@@ -52,13 +76,13 @@ def check_matches_weights(owner: str, x: Tensor, weight: Tensor) -> None:
     """Raise when ``x`` is not of the dtype (outside autocast) and on the device of the module's ``weight``,
     naming both and the call that fixes it."""
     if x.device != weight.device:
-        raise ValueError(
+        raise ShapeError(
             f"{owner} got input on {x.device} but its weights are on {weight.device}; "
             f"call .to('{x.device}') on the module or .to('{weight.device}') on the input"
         )
     if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
         given, own = str(x.dtype).removeprefix("torch."), str(weight.dtype).removeprefix("torch.")
-        raise TypeError(
+        raise DTypeError(
             f"{owner} got {given} input but its weights are {own}; "
             f"call {_cast(x.dtype)} on the module or {_cast(weight.dtype)} on the input"
         )
@@ -91,6 +115,7 @@ class RecurrentBase(nn.Module):
     gates: int
     recurrent: bool = True  # minGRU has no recurrent weights
     state_count: int = 1  # LSTM carries (h, c)
+    proj_size: int = 0  # LSTM's projection of h, torch's proj_size
 
     def __init__(
         self,
@@ -102,6 +127,8 @@ class RecurrentBase(nn.Module):
         dropout: float = 0.0,
         bidirectional: bool = False,
         init: str = "torch",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         name = type(self).__name__
@@ -112,27 +139,43 @@ class RecurrentBase(nn.Module):
             raise ValueError(f"{name} expected dropout in [0, 1), got {dropout!r}")
         if init not in INITS:
             raise ValueError(f"{name} expected init in {INITS}, got {init!r}")
-        self.bias = bool(bias)
-        self.batch_first = bool(batch_first)
+        self.bias = check_bool(name, "bias", bias)
+        self.batch_first = check_bool(name, "batch_first", batch_first)
         self.dropout = float(dropout)
-        self.bidirectional = bool(bidirectional)
+        self.bidirectional = check_bool(name, "bidirectional", bidirectional)
         self.init = init
+        options = factory(device, dtype)
         for layer in range(num_layers):
-            layer_input = input_size if layer == 0 else hidden_size * self.num_directions
+            layer_input = input_size if layer == 0 else self.output_size * self.num_directions
             for suffix in self._suffixes(layer):
                 gh = self.gates * hidden_size
-                self.register_parameter(f"weight_ih{suffix}", nn.Parameter(torch.empty(gh, layer_input)))
+                self.register_parameter(f"weight_ih{suffix}", nn.Parameter(torch.empty(gh, layer_input, **options)))
                 if self.recurrent:
-                    self.register_parameter(f"weight_hh{suffix}", nn.Parameter(torch.empty(gh, hidden_size)))
+                    self.register_parameter(
+                        f"weight_hh{suffix}", nn.Parameter(torch.empty(gh, self.output_size, **options))
+                    )
                 if self.bias:
-                    self.register_parameter(f"bias_ih{suffix}", nn.Parameter(torch.empty(gh)))
+                    self.register_parameter(f"bias_ih{suffix}", nn.Parameter(torch.empty(gh, **options)))
                     if self.recurrent:
-                        self.register_parameter(f"bias_hh{suffix}", nn.Parameter(torch.empty(gh)))
+                        self.register_parameter(f"bias_hh{suffix}", nn.Parameter(torch.empty(gh, **options)))
+                if self.proj_size:
+                    self.register_parameter(
+                        f"weight_hr{suffix}", nn.Parameter(torch.empty(self.proj_size, hidden_size, **options))
+                    )
         self.reset_parameters()
 
     @property
     def num_directions(self) -> int:
         return 2 if self.bidirectional else 1
+
+    @property
+    def output_size(self) -> int:
+        """Features of ``h`` and of the output per direction: ``proj_size`` when projecting, else ``hidden_size``."""
+        return self.proj_size or self.hidden_size
+
+    def flatten_parameters(self) -> None:
+        """Nothing to do: torch's cuDNN path wants one contiguous weight buffer, grukit's engines do not.
+        Kept so code written for ``torch.nn.GRU`` runs unchanged."""
 
     def _suffixes(self, layer: int) -> list[str]:
         return [f"_l{layer}"] + ([f"_l{layer}_reverse"] if self.bidirectional else [])
@@ -186,10 +229,14 @@ class RecurrentBase(nn.Module):
     # Streaming ---------------------------------------------------------------------------------------------
     def initial_state(self, batch_size: int) -> Tensor | tuple[Tensor, Tensor]:
         """Zeros to start :meth:`step` from: ``(D*L, B, H)`` on the weights' device and dtype (LSTM: the pair
-        ``(h, c)``), the state ``forward`` starts from when given none."""
+        ``(h, c)``, ``h`` of ``proj_size`` features when projecting), the state ``forward`` starts from when
+        given none."""
         _check_positive_int(type(self).__name__, "batch_size", batch_size)
-        zeros = self.weight_ih_l0.new_zeros(self.num_layers * self.num_directions, batch_size, self.hidden_size)
-        return (zeros, zeros.clone()) if self.state_count == 2 else zeros
+        layers = self.num_layers * self.num_directions
+        zeros = self.weight_ih_l0.new_zeros(layers, batch_size, self.output_size)
+        if self.state_count == 2:
+            return zeros, self.weight_ih_l0.new_zeros(layers, batch_size, self.hidden_size)
+        return zeros
 
     def step(
         self, x_t: Tensor, state: Tensor | tuple[Tensor, Tensor] | None = None, reset: Tensor | None = None
@@ -203,7 +250,7 @@ class RecurrentBase(nn.Module):
             raise ValueError(f"{name}.step runs forwards in time; a bidirectional {name} needs the whole sequence")
         if not isinstance(x_t, Tensor) or x_t.dim() != 2:
             got = tuple(x_t.shape) if isinstance(x_t, Tensor) else type(x_t).__name__
-            raise ValueError(f"{name}.step expected one step of shape (batch, {self.input_size}), got {got}")
+            raise ShapeError(f"{name}.step expected one step of shape (batch, {self.input_size}), got {got}")
         if state is None:
             state = self.initial_state(x_t.shape[0])
         if reset is not None:
@@ -229,14 +276,12 @@ class RecurrentBase(nn.Module):
             )
         layout = "(batch, time, {})" if self.batch_first else "(time, batch, {})"
         if x.dim() not in (2, 3) or x.shape[-1] != self.input_size:
-            raise ValueError(
+            raise ShapeError(
                 f"{name} expected input of shape {layout.format(self.input_size)} or unbatched "
                 f"(time, {self.input_size}), got {tuple(x.shape)}"
             )
         if x.shape[-2 if x.dim() == 2 else (1 if self.batch_first else 0)] == 0:
-            raise ValueError(f"{name} expected at least one time step, got input of shape {tuple(x.shape)}")
-        if x.dim() == 3 and x.shape[0 if self.batch_first else 1] == 0:
-            raise ValueError(f"{name} expected at least one sequence in the batch, got input of shape {tuple(x.shape)}")
+            raise ShapeError(f"{name} expected at least one time step, got input of shape {tuple(x.shape)}")
         check_matches_weights(name, x, self.weight_ih_l0)
         unbatched = x.dim() == 2
         if unbatched:
@@ -248,18 +293,26 @@ class RecurrentBase(nn.Module):
     def _check_state(self, state: Tensor, batch: int, unbatched: bool, x: Tensor, what: str = "h0") -> Tensor:
         name = type(self).__name__
         layers = self.num_layers * self.num_directions
-        expected = (layers, self.hidden_size) if unbatched else (layers, batch, self.hidden_size)
+        size = self.hidden_size if what == "c0" else self.output_size
+        expected = (layers, size) if unbatched else (layers, batch, size)
         if not isinstance(state, Tensor) or tuple(state.shape) != expected:
             got = tuple(state.shape) if isinstance(state, Tensor) else type(state).__name__
-            raise ValueError(
+            described = "proj_size" if size != self.hidden_size else "hidden_size"
+            raise ShapeError(
                 f"{name} expected {what} of shape {expected} (num_layers * num_directions, "
-                f"{'' if unbatched else 'batch, '}hidden_size), got {got}"
+                f"{'' if unbatched else 'batch, '}{described}), got {got}"
             )
         if state.dtype != x.dtype:
-            raise TypeError(f"{name} expected {what} of dtype {x.dtype} (the input's), got {state.dtype}")
+            raise DTypeError(f"{name} expected {what} of dtype {x.dtype} (the input's), got {state.dtype}")
         if state.device != x.device:
-            raise ValueError(f"{name} expected {what} on {x.device} (the input's), got {state.device}")
+            raise ShapeError(f"{name} expected {what} on {x.device} (the input's), got {state.device}")
         return state.unsqueeze(1) if unbatched else state
+
+    def _use_reference(self, x: Tensor, state: tuple[Tensor, ...], weights: tuple[Tensor | None, ...]) -> bool:
+        """Whether this layer must run on the reference cells whatever the engine: an empty batch (nothing for a
+        kernel to do), or tensors wrapped by ``torch.func`` (``vmap``, ``grad``, ``jacrev``), which have no
+        storage for a fused kernel to read."""
+        return x.shape[1] == 0 or recompute.is_transformed(x, *state, *weights)
 
     def _run_direction(
         self, x: Tensor, state: tuple[Tensor, ...], layer: int, direction: int, lengths: Tensor | None
@@ -267,19 +320,26 @@ class RecurrentBase(nn.Module):
         raise NotImplementedError
 
     def _forward(
-        self, x: Tensor, states: tuple[Tensor, ...] | None, lengths: Tensor | list | None
-    ) -> tuple[Tensor, tuple[Tensor, ...]]:
-        """Shared forward: ``states`` are the ``h0`` (and ``c0``) tensors, already validated by the caller."""
+        self, x: Tensor | PackedSequence, states: tuple[Tensor, ...] | None, lengths: Tensor | list | None
+    ) -> tuple[Tensor | PackedSequence, tuple[Tensor, ...]]:
+        """Shared forward: ``states`` are the ``h0`` (and ``c0``) tensors, validated here. A ``PackedSequence``
+        ``x`` runs as its padded form with its lengths and gives a ``PackedSequence`` output laid out as ``x``."""
+        name = type(self).__name__
+        packed = x if isinstance(x, PackedSequence) else None
+        if packed is not None:
+            if lengths is not None:
+                raise ValueError(f"{name} takes lengths or a PackedSequence input, not both")
+            x, lengths = pad_packed_sequence(packed, batch_first=self.batch_first)
         x, unbatched = self._check_input(x)
         steps, batch = x.shape[0], x.shape[1]
         if lengths is not None:
-            lengths = check_lengths(type(self).__name__, lengths, batch, steps)
+            lengths = check_lengths(name, lengths, batch, steps)
             if unbatched:
-                raise ValueError(f"{type(self).__name__} takes lengths only with batched input")
+                raise ShapeError(f"{name} takes lengths only with batched input")
         layers = self.num_layers * self.num_directions
         if states is None:
-            zeros = x.new_zeros(layers, batch, self.hidden_size)
-            states = (zeros,) * self.state_count
+            sizes = (self.output_size, self.hidden_size)[: self.state_count]
+            states = tuple(x.new_zeros(layers, batch, size) for size in sizes)
         else:
             states = tuple(self._check_state(s, batch, unbatched, x, w) for s, w in zip(states, ("h0", "c0")))
         finals: list[list[Tensor]] = [[] for _ in range(self.state_count)]
@@ -299,11 +359,30 @@ class RecurrentBase(nn.Module):
                 layer_input = nn.functional.dropout(layer_input, self.dropout, training=True)
         output = layer_input
         final_states = tuple(torch.stack(slot, 0) for slot in finals)  # (D*L, B, H) each
+        if packed is not None:
+            return pack_like(output, packed), final_states
         if unbatched:
             return output.squeeze(1), tuple(s.squeeze(1) for s in final_states)
         if self.batch_first:
             output = output.transpose(0, 1)
         return output, final_states
+
+
+def pack_like(output: Tensor, packed: PackedSequence) -> PackedSequence:
+    """Time-major ``output`` ``(T, B, F)`` as a ``PackedSequence`` with ``packed``'s layout (batch sizes and
+    sort order), the ``PackedSequence`` torch's recurrent modules return for ``packed``::
+
+        data = [output[t, order[i]] for t in range(T) for i in range(batch_sizes[t])]
+    """
+    batch_sizes = packed.batch_sizes  # (T,) int64 on the CPU
+    order = packed.sorted_indices
+    if order is None:
+        order = torch.arange(output.shape[1])
+    order = order.cpu()
+    steps = torch.repeat_interleave(torch.arange(batch_sizes.numel()), batch_sizes)  # (N,)
+    rows = torch.cat([order[:size] for size in batch_sizes.tolist()])  # (N,)
+    data = output[steps.to(output.device), rows.to(output.device)]  # (N, F)
+    return PackedSequence(data, batch_sizes, packed.sorted_indices, packed.unsorted_indices)
 
 
 def _engine_repr(module: RecurrentBase) -> str:
@@ -342,6 +421,13 @@ class GRU(RecurrentBase):
             float32/float64 CPU) or ``"reference"`` (the readable cells); see :mod:`grukit.ops.engines`.
             All give the same results and gradients of every order (the fast engines recompute second
             derivatives through the cells, :mod:`grukit.ops.recompute`); every engine runs from any thread.
+            Empty batches and tensors under ``torch.func`` transforms (``vmap``, ``grad``, ``jacrev``,
+            batched gradients) run on the reference cells.
+        device, dtype: where and in which dtype to create the parameters, as ``torch.nn.GRU``'s.
+
+    ``bias``, ``batch_first``, ``bidirectional`` and ``reset_after`` must be bools (``bias="False"`` is refused,
+    not read as true). Shape and device mistakes raise :class:`ShapeError` and dtype mistakes
+    :class:`DTypeError`, which are also the ``RuntimeError`` / ``ValueError`` torch raises for them.
 
     Shapes (``batch_first=True``):
         - input ``x``: ``(B, T, I)``, or unbatched ``(T, I)``;
@@ -349,7 +435,8 @@ class GRU(RecurrentBase):
         - ``lengths``: ``(B,)`` integers in ``[1, T]``; steps at ``t >= lengths[b]`` keep the state and
           output zeros, the reverse direction starts at each sequence's last valid step — the result of a
           packed sequence, without packing;
-        - output: ``(B, T, D*H)``; ``h_n``: ``(D*L, B, H)``, each sequence's state at its last valid step.
+        - output: ``(B, T, D*H)``; ``h_n``: ``(D*L, B, H)``, each sequence's state at its last valid step;
+        - a ``PackedSequence`` input instead of ``lengths`` gives a ``PackedSequence`` output, as torch's.
     """
 
     gates = 3
@@ -366,10 +453,14 @@ class GRU(RecurrentBase):
         reset_after: bool = True,
         init: str = "torch",
         engine: str = "auto",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
-        self.reset_after = bool(reset_after)
+        self.reset_after = check_bool("GRU", "reset_after", reset_after)
         self.engine = engines.check_engine("GRU", engine, engines.GRU_ENGINES)
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, init)
+        super().__init__(
+            input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, init, device, dtype
+        )
 
     def extra_repr(self) -> str:
         return super().extra_repr() + ("" if self.reset_after else ", reset_after=False") + _engine_repr(self)
@@ -382,7 +473,7 @@ class GRU(RecurrentBase):
     def _run_direction(self, x, state, layer, direction, lengths):
         w_ih, w_hh, b_ih, b_hh = self.layer_weights(layer, direction)
         engine = self.resolved_engine(x.dtype, x.device)
-        if engine != "reference":
+        if engine != "reference" and not self._use_reference(x, state, (w_ih, w_hh, b_ih, b_hh)):
             out, h_n = engines.gru_direction(
                 engine, x, state[0], (w_ih, w_hh, b_ih, b_hh), self.reset_after, lengths, direction == 1
             )
@@ -395,9 +486,10 @@ class GRU(RecurrentBase):
         return out, (h_n,)
 
     def forward(
-        self, x: Tensor, h0: Tensor | None = None, lengths: Tensor | list | None = None
-    ) -> tuple[Tensor, Tensor]:
-        """Returns ``(output, h_n)``; see the class docstring for shapes."""
+        self, x: Tensor | PackedSequence, h0: Tensor | None = None, lengths: Tensor | list | None = None
+    ) -> tuple[Tensor | PackedSequence, Tensor]:
+        """Returns ``(output, h_n)``; see the class docstring for shapes. A ``PackedSequence`` ``x`` gives a
+        ``PackedSequence`` output, as ``torch.nn.GRU``."""
         output, (h_n,) = self._forward(x, None if h0 is None else (h0,), lengths)
         return output, h_n
 
@@ -445,11 +537,15 @@ class LSTM(RecurrentBase):
         c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t
         h_t = o_t ⊙ tanh(c_t)
 
+    With ``proj_size = P > 0`` (torch's LSTM with projections) ``h_t = W_hr (o_t ⊙ tanh(c_t))`` with
+    ``weight_hr_l{k}`` ``(P, H)``: ``h``, the output and ``weight_hh`` ``(4H, P)`` have ``P`` features, ``c``
+    keeps ``H``.
+
     Arguments and shapes as :class:`GRU` (no ``reset_after``); ``init="keras"`` also sets Keras'
     unit forget bias (``b_if = 1``). ``engine``: ``"auto"``/``"torch"`` run torch's own fused LSTM (oneDNN on the
     CPU, cuDNN on CUDA) with these weights, ``"reference"`` the readable cell.
-    ``forward(x, state=None, lengths=None)`` with ``state = (h0, c0)``
-    returns ``(output, (h_n, c_n))``.
+    ``forward(x, state=None, lengths=None)`` with ``state = (h0, c0)``, ``h0`` ``(D*L, B, P or H)``, ``c0``
+    ``(D*L, B, H)``, returns ``(output, (h_n, c_n))``.
     """
 
     gates = 4
@@ -466,12 +562,22 @@ class LSTM(RecurrentBase):
         bidirectional: bool = False,
         init: str = "torch",
         engine: str = "auto",
+        proj_size: int = 0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         self.engine = engines.check_engine("LSTM", engine, engines.LSTM_ENGINES)
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, init)
+        if isinstance(proj_size, bool) or not isinstance(proj_size, int) or proj_size < 0:
+            raise ValueError(f"LSTM expected proj_size to be a non-negative integer, got {proj_size!r}")
+        if proj_size and isinstance(hidden_size, int) and proj_size >= hidden_size:
+            raise ValueError(f"LSTM expected proj_size smaller than hidden_size ({hidden_size}), got {proj_size}")
+        self.proj_size = proj_size
+        super().__init__(
+            input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, init, device, dtype
+        )
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + _engine_repr(self)
+        return super().extra_repr() + (f", proj_size={self.proj_size}" if self.proj_size else "") + _engine_repr(self)
 
     def resolved_engine(self, dtype: torch.dtype | None = None, device: torch.device | None = None) -> str:
         """``"torch"`` (torch's fused LSTM: oneDNN on the CPU, cuDNN on CUDA) unless ``engine="reference"``."""
@@ -486,25 +592,29 @@ class LSTM(RecurrentBase):
 
     def _run_direction(self, x, state, layer, direction, lengths):
         w_ih, w_hh, b_ih, b_hh = self.layer_weights(layer, direction)
-        if self.resolved_engine() == "torch":
-            return engines.torch_direction("lstm", x, tuple(state), (w_ih, w_hh, b_ih, b_hh), lengths, direction == 1)
+        w_hr = getattr(self, f"weight_hr{self._suffixes(layer)[direction]}", None)
+        weights = (w_ih, w_hh, b_ih, b_hh)
+        if self.resolved_engine() == "torch" and not self._use_reference(x, state, (*weights, w_hr)):
+            return engines.torch_direction("lstm", x, tuple(state), weights, lengths, direction == 1, w_hr)
 
         def cell(x_t: Tensor, hc: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-            return reference.lstm_cell(x_t, hc, w_ih, w_hh, b_ih, b_hh)
+            h, c = reference.lstm_cell(x_t, hc, w_ih, w_hh, b_ih, b_hh)  # (B, H) each
+            return (h if w_hr is None else nn.functional.linear(h, w_hr)), c  # h: (B, P) when projecting
 
         return reference.scan(cell, x, tuple(state), lengths, reverse=direction == 1)
 
     def forward(
-        self, x: Tensor, state: tuple[Tensor, Tensor] | None = None, lengths: Tensor | list | None = None
-    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        self, x: Tensor | PackedSequence, state: tuple[Tensor, Tensor] | None = None,
+        lengths: Tensor | list | None = None,
+    ) -> tuple[Tensor | PackedSequence, tuple[Tensor, Tensor]]:
         if state is not None and (not isinstance(state, (tuple, list)) or len(state) != 2):
-            raise ValueError(f"LSTM expected state as a pair (h0, c0), got {type(state).__name__}")
+            raise ShapeError(f"LSTM expected state as a pair (h0, c0), got {type(state).__name__}")
         output, (h_n, c_n) = self._forward(x, None if state is None else tuple(state), lengths)
         return output, (h_n, c_n)
 
     @classmethod
     def from_torch(cls, module: nn.LSTM) -> LSTM:
-        """A grukit LSTM with the configuration and weights of a ``torch.nn.LSTM`` (``proj_size=0`` only)."""
+        """A grukit LSTM with the configuration and weights of a ``torch.nn.LSTM`` (``proj_size`` included)."""
         from grukit.nn import interop
 
         return interop.from_torch(cls, module, nn.LSTM)
@@ -556,9 +666,11 @@ class MinGRU(RecurrentBase):
         batch_first: bool = True,
         init: str = "torch",
         engine: str = "auto",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         self.engine = engines.check_engine("MinGRU", engine, engines.MINGRU_ENGINES)
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, 0.0, False, init)
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, 0.0, False, init, device, dtype)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + _engine_repr(self)
@@ -574,7 +686,7 @@ class MinGRU(RecurrentBase):
     def _run_direction(self, x, state, layer, direction, lengths):
         w, _, b, _ = self.layer_weights(layer, direction)
         engine = self.resolved_engine(x.shape[0], x.device)
-        if engine != "reference":
+        if engine != "reference" and not self._use_reference(x, state, (w, b)):
             out, h_n = mingru_scan.mingru_sequence(x, state[0], w, b, lengths, log_space=engine == "log_space")
             return out, (h_n,)
         cell: Callable[[Tensor, Tensor], Tensor] = lambda x_t, h: reference.mingru_cell(x_t, h, w, b)  # noqa: E731
@@ -582,7 +694,7 @@ class MinGRU(RecurrentBase):
         return out, (h_n,)
 
     def forward(
-        self, x: Tensor, h0: Tensor | None = None, lengths: Tensor | list | None = None
-    ) -> tuple[Tensor, Tensor]:
+        self, x: Tensor | PackedSequence, h0: Tensor | None = None, lengths: Tensor | list | None = None
+    ) -> tuple[Tensor | PackedSequence, Tensor]:
         output, (h_n,) = self._forward(x, None if h0 is None else (h0,), lengths)
         return output, h_n

@@ -23,6 +23,7 @@ gradient), so the results equal the step-by-step masked recurrence exactly.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -147,24 +148,28 @@ def torch_direction(
     weights: tuple[Tensor, Tensor, Tensor | None, Tensor | None],
     lengths: Tensor | None,
     reverse: bool,
+    w_hr: Tensor | None = None,
 ) -> tuple[Tensor, tuple[Tensor, ...]]:
     """One layer and direction through torch's own fused recurrent kernels (``torch._VF.gru`` / ``lstm``: oneDNN
     for the LSTM on the CPU, cuDNN on CUDA), with ``lengths`` through a packed sequence.
 
     Args:
         mode: ``"gru"`` (reset-after only) or ``"lstm"``; x: ``(T, B, I)``; state: ``(h0,)`` or ``(h0, c0)``,
-        each ``(B, H)``; weights: ``(w_ih, w_hh, b_ih, b_hh)`` in torch's layout.
+        each ``(B, H)`` (``h0`` ``(B, P)`` with a projection); weights: ``(w_ih, w_hh, b_ih, b_hh)`` in torch's
+        layout; w_hr: the LSTM's projection ``(P, H)`` or ``None``.
 
     Returns:
-        ``(output (T, B, H), final state)``.
+        ``(output (T, B, H or P), final state)``.
     """
     if reverse:
         x = reference.reverse_padded(x, lengths)
-    flat = [w for w in weights if w is not None]
+    flat = [w for w in (*weights, w_hr) if w is not None]
     has_bias = weights[2] is not None
     hx = tuple(s.unsqueeze(0) for s in state)  # (1, B, H) each
     call = torch._VF.gru if mode == "gru" else torch._VF.lstm
     hidden = hx[0] if mode == "gru" else hx
+    if w_hr is not None:  # torch warns on every call that oneDNN has no projection, then runs its own path
+        warnings.filterwarnings("ignore", message="LSTM with projections is not supported with oneDNN")
     if lengths is None:
         output, *final = call(x, hidden, flat, has_bias, 1, 0.0, False, False, False)
     else:

@@ -95,7 +95,7 @@ class _GatedScan(torch.autograd.Function):
     @staticmethod
     def backward(ctx, d_states):
         z, projected, h0, states, valid = ctx.saved_tensors
-        if torch.is_grad_enabled():  # create_graph=True: a differentiable gradient, see grukit.ops.recompute
+        if recompute.needs_reference(d_states):  # create_graph=True or a vmapped gradient, see grukit.ops.recompute
             grads = recompute.grads_through(
                 lambda p, h: _gated_reference(p, h, valid), (projected, h0), ctx.needs_input_grad[:2], d_states
             )
@@ -156,7 +156,7 @@ class _LogSpaceScan(torch.autograd.Function):
     @staticmethod
     def backward(ctx, d_states):
         projected, h0, valid = ctx.saved_tensors
-        if torch.is_grad_enabled():  # create_graph=True: a differentiable gradient, see grukit.ops.recompute
+        if recompute.needs_reference(d_states):  # create_graph=True or a vmapped gradient, see grukit.ops.recompute
             grads = recompute.grads_through(
                 lambda p, h: _gated_reference(p, h, valid), (projected, h0), ctx.needs_input_grad[:2], d_states
             )

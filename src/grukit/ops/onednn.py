@@ -99,7 +99,7 @@ class _GRUFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy):
         x, h0, w_ih, w_hh, b_ih, b_hh, y, workspace = ctx.saved_tensors
-        if torch.is_grad_enabled():  # create_graph=True: a differentiable gradient, see grukit.ops.recompute
+        if recompute.needs_reference(dy):  # create_graph=True or a vmapped dy, see grukit.ops.recompute
             grads = recompute.grads_through(
                 lambda *inputs: recompute.gru_sequence(*inputs, ctx.reset_after),
                 (x, h0, w_ih, w_hh, b_ih, b_hh),

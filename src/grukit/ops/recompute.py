@@ -7,6 +7,10 @@ they recompute the forward with the reference ops and differentiate that instead
 
 The recomputed gradient is a function of the inputs and of ``dy`` in autograd's graph, so a second
 backward (gradient penalties, Hessian-vector products) is exact, at the reference engine's speed.
+
+The same holds under ``torch.func`` transforms: a batched ``dy`` (``vmap`` over a backward, as
+``gradcheck(check_batched_grad=True)`` and ``jacobian(vectorize=True)`` do) has no storage for a fused kernel
+to read, so it too goes through the reference (:func:`needs_reference`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,29 @@ import torch
 from torch import Tensor
 
 from grukit.ops import reference
+
+
+def _without_storage(tensor: Tensor) -> bool:
+    if torch._C._functorch.is_functorch_wrapped_tensor(tensor):
+        return True
+    try:  # the batched tensors of autograd's own vmap (is_grads_batched, gradcheck) are not functorch's
+        tensor.data_ptr()
+    except RuntimeError:
+        return True
+    return False
+
+
+def is_transformed(*tensors: Tensor | None) -> bool:
+    """Whether any of ``tensors`` is wrapped by a vmap or ``torch.func`` transform (a batched tensor of
+    ``vmap``, a gradient-tracking tensor of ``grad`` / ``jacrev``): such tensors have no storage of their own
+    for a fused kernel to read."""
+    return any(t is not None and _without_storage(t) for t in tensors)
+
+
+def needs_reference(grad_output: Tensor) -> bool:
+    """Whether a fast kernel's backward must recompute through the reference: a differentiable gradient was
+    asked for (grad mode on in the backward), or ``grad_output`` is batched by ``vmap``."""
+    return torch.is_grad_enabled() or is_transformed(grad_output)
 
 
 def grads_through(

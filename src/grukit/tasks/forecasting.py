@@ -535,8 +535,9 @@ class Forecaster(GRUEstimator):
             windows = np.stack([np.r_[np.full(lookback, state["y"][0]), state["y"]][-lookback:]
                                 for state in self.global_])  # (S, L)
             batch = torch.as_tensor(((windows - anchor[:, None]) / sigma[:, None])[:, :, None], dtype=torch.float32)
-            forecasts += [next(networks)(batch)[:, :horizon].numpy() for _ in range(self.ensemble)]  # (S, h, Q)
-        z = np.sort(np.median(np.stack(forecasts), axis=0), axis=2)  # (S, horizon, Q)
+            # each network's levels sorted (quantile crossing); the median of sorted levels stays sorted
+            forecasts += [np.sort(next(networks)(batch)[:, :horizon].numpy(), axis=2) for _ in range(self.ensemble)]
+        z = np.median(np.stack(forecasts), axis=0)  # (S, horizon, Q)
         return anchor[:, None, None] + sigma[:, None, None] * z + seasonal[:, :, None]
 
     def _fit_network(self, windows: Tensor, targets: Tensor, seed: int | None = None) -> ForecastNet:

@@ -78,7 +78,11 @@ def init_distributed(device: torch.device) -> World:
     if world.distributed and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(world.local_rank)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        # The store of torchrun's agent outlives a restart of its workers: namespace this round's keys, or the
+        # processes of a restart can read the addresses of the dead round's processes and fail to connect.
+        store, rank, size = next(dist.rendezvous("env://"))
+        store = dist.PrefixStore(f"grukit/round_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=store, rank=rank, world_size=size)
     return world
 
 

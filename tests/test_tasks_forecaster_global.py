@@ -57,6 +57,10 @@ def test_the_ensemble_trains_one_network_per_lookback_and_seed_and_takes_the_med
     for name, value in model.module_[0].state_dict().items():
         assert torch.equal(value, single.module_[0].state_dict()[name])
     assert not all(np.allclose(a, b) for a, b in zip(model.predict(), single.predict()))
+    three = Forecaster(horizon=3, lookback=4, ensemble=3, epochs=1).fit(series)
+    alone = [Forecaster(horizon=3, lookback=4, epochs=1, random_state=seed).fit(series).predict() for seed in range(3)]
+    for index, forecast in enumerate(three.predict()):
+        np.testing.assert_allclose(forecast, np.median([members[index] for members in alone], axis=0), rtol=1e-6)
 
 
 def test_the_hybrid_takes_the_season_from_exponential_smoothing():

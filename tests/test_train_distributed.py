@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-import test_distributed_worker as worker
+import distributed_worker as worker
 from grukit.text.batching import TBPTTBatches
 from grukit.train import Trainer, get_loss
 from grukit.train.distributed import World, rank_share, resolve_precision, shard_token_stream
@@ -34,9 +34,11 @@ def _free_port() -> int:
 
 def torchrun(spec: dict, *options: str) -> None:
     """Run the worker in two processes (gloo on 127.0.0.1, one thread each)."""
+    # the c10d rendezvous, as `grukit ... --nproc` uses: the static one (--master_addr/--master_port) keeps the
+    # first round's addresses in its store, so the processes of a restart can try to connect to dead ones
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-        "--master_port", str(_free_port()), *options, str(WORKER), json.dumps(spec),
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--rdzv-backend", "c10d",
+        "--rdzv-endpoint", f"127.0.0.1:{_free_port()}", *options, str(WORKER), json.dumps(spec),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)

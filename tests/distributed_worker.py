@@ -1,5 +1,5 @@
 """One training run that the data-parallel tests start under ``torchrun`` (and call in-process for the
-single-process reference): ``python tests/test_distributed_worker.py '<spec as JSON>'``. Holds no tests.
+single-process reference): ``python tests/distributed_worker.py '<spec as JSON>'``. Holds no tests.
 
 Spec keys: ``kind`` ("batches": a GRU tagger on shuffled batches with a short last one; "tbptt": a stateful GRU
 language model on a token stream), ``dtype``, ``accumulate``, ``epochs``, ``out`` (folder for

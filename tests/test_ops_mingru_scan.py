@@ -103,3 +103,12 @@ def test_module_engines_agree_and_generation_continues_a_sequence():
         steps.append(step_out)
     torch.testing.assert_close(torch.cat([prompt_out, *steps], 1), out_s, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(h, h_s, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("engine", ["scan", "log_space"])
+def test_batched_gradients_of_the_scans_go_through_the_reference(engine):
+    """``gradcheck(check_batched_grad=True)`` vmaps the backward: a fused scan cannot read a batched gradient."""
+    torch.manual_seed(0)
+    module = MinGRU(3, 4, engine=engine).double()
+    x = torch.randn(2, 5, 3, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: module(x)[0], (x,), check_batched_grad=True)
