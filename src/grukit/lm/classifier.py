@@ -42,6 +42,7 @@ from torch import Tensor, nn
 
 from grukit.lm import lora
 from grukit.lm.model import GRULanguageModel, LMConfig, config_from_dict
+from grukit.text.sequences import pad_sequences
 from grukit.text.tokenizer import tokenizer_from_files
 from grukit.train.callbacks import Callback, GradualUnfreezing, ProgressBar, SlantedTriangular
 from grukit.train.checkpoint import (
@@ -269,12 +270,7 @@ def discriminative_groups(model: GRUClassifier, lr: float, decay: float) -> list
 def pad_batch(rows: list[list[int]], max_len: int) -> tuple[Tensor, Tensor]:
     """Right-pad id lists (cut to ``max_len``) into ``(B, T)`` ids and ``(B,)`` lengths; empty texts get one
     token 0 so that every sequence has a step."""
-    rows = [row[:max_len] or [0] for row in rows]
-    lengths = torch.tensor([len(row) for row in rows])
-    ids = torch.zeros(len(rows), int(lengths.max()), dtype=torch.long)
-    for b, row in enumerate(rows):
-        ids[b, : len(row)] = torch.as_tensor(row)
-    return ids, lengths
+    return pad_sequences([row[:max_len] or [0] for row in rows], torch.long)
 
 
 def batch_starts(count: int, batch_size: int) -> list[slice]:
