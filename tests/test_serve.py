@@ -163,6 +163,8 @@ def test_generate_refuses_unknown_token_ids_and_too_many_tokens(lm_server):
     assert answer.status_code == 400 and "prompt[1] is token id 999" in answer.json()["error"]
     answer = httpx.post(f"{lm_server}/v1/generate", json={"prompt": "the", "max_new_tokens": 100001})
     assert answer.status_code == 422 and "max_new_tokens" in answer.json()["error"]
+    answer = httpx.post(f"{lm_server}/v1/generate", json={"prompt": "the", "seed": 2**70})
+    assert answer.status_code == 422 and "seed" in answer.json()["error"]
 
 
 def test_a_client_leaving_mid_stream_frees_the_stream_and_the_server_keeps_serving(lm_server):

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
+from safetensors.torch import save as save_safetensors_bytes
 from torch import Tensor, nn
 
 from grukit.layers.base import Layer, Shape, layer_from_config, layer_to_config
@@ -25,6 +27,7 @@ from grukit.nn.recurrent import reset_rows
 from grukit.train import Callback, History, Metric, Trainer, get_loss, get_metric
 from grukit.train.checkpoint import (
     CheckpointError,
+    atomic_write_bytes,
     check_weights_fit,
     config_values_behind,
     load_checkpoint,
@@ -32,6 +35,7 @@ from grukit.train.checkpoint import (
 )
 
 ARCHITECTURE = "grukit.Sequential"
+KERAS_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
 
 # Keras 3's defaults for the optimizers named by string.
 # Keras' defaults. Adam and AdamW run fused: one kernel over all parameters, ~10x faster per step than the
@@ -415,6 +419,46 @@ class Sequential(nn.Module):
             return [o.numpy() for o in outputs]
         return outputs.numpy()
 
+    def _one_batch(self, x: object, y: object, caller: str) -> tuple:
+        """``x`` / ``y`` as a single batch, the model built for it."""
+        samples = Samples.from_user(x, y, caller)
+        batch = next(iter(Batches(samples, len(samples), False)))
+        self._build_from([batch])
+        return batch
+
+    def _batch_result(self, logs: dict[str, float], return_dict: bool) -> float | list[float] | dict[str, float]:
+        if return_dict:
+            return logs
+        values = list(logs.values())
+        return values[0] if len(values) == 1 else values
+
+    def train_on_batch(
+        self, x: object, y: object, return_dict: bool = False
+    ) -> float | list[float] | dict[str, float]:
+        """One optimizer step on ``x`` / ``y`` as a single batch; returns the loss, or ``[loss, *metrics]`` when
+        compiled with metrics, or ``{"loss": ..., <metric>: ...}`` with ``return_dict``, as Keras."""
+        if self.compile_config is None:
+            raise RuntimeError("the model must be compiled before train_on_batch: call model.compile(...)")
+        batch = self._one_batch(x, y, "train_on_batch")
+        trainer = self._ensure_trainer()
+        for metric in trainer.metrics:
+            metric.reset()
+        self.train()
+        loss, _ = trainer.train_step([batch])
+        return self._batch_result({"loss": loss, **{m.name: m.result() for m in trainer.metrics}}, return_dict)
+
+    def test_on_batch(self, x: object, y: object, return_dict: bool = False) -> float | list[float] | dict[str, float]:
+        """Loss (and metrics) on ``x`` / ``y`` as a single batch, without training; returns as
+        :meth:`train_on_batch`."""
+        if self.compile_config is None:
+            raise RuntimeError("the model must be compiled before test_on_batch: call model.compile(...)")
+        batch = self._one_batch(x, y, "test_on_batch")
+        return self._batch_result(self._ensure_trainer().evaluate([batch]), return_dict)
+
+    def predict_on_batch(self, x: object) -> np.ndarray:
+        """The model's outputs for ``x`` as one batch, as a numpy array."""
+        return self.predict(x, batch_size=len(Samples.from_user(x, None, "predict_on_batch")))
+
     # Saving ------------------------------------------------------------------------------------------------
     def get_config(self) -> dict:
         return {
@@ -434,8 +478,78 @@ class Sequential(nn.Module):
         return save_checkpoint(path, self.get_config(), self.state_dict(), self.optimizer)
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Keras' name for :meth:`save_pretrained`; :func:`load_model` reads the folder back."""
+        """Keras' name for :meth:`save_pretrained`; :func:`load_model` reads the folder back. A name ending in
+        ``.keras``, ``.h5`` or ``.hdf5`` is refused: grukit writes a folder, not a Keras file."""
+        path = Path(path)
+        if path.suffix.lower() in KERAS_FILE_SUFFIXES:
+            raise ValueError(
+                f"Sequential.save got {os.fspath(path)!r}, whose {path.suffix} suffix promises a Keras file, but "
+                f"grukit saves a model as a folder (config.json + model.safetensors); give a folder name such as "
+                f"{os.fspath(path.with_suffix(''))!r}"
+            )
         return self.save_pretrained(path)
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Every layer's :meth:`~grukit.layers.Layer.get_weights`, in layer order: numpy arrays in Keras' layout,
+        so a Keras model of the same layers takes them with ``set_weights``."""
+        return [weight for layer in self.layers for weight in layer.get_weights()]
+
+    def set_weights(self, weights: list) -> None:
+        """Load weights given as :meth:`get_weights` returns them (a Keras model's ``get_weights()`` fits); the
+        count and each layer's shapes are checked before anything is written."""
+        if not self.built:
+            raise RuntimeError("the model is not built yet: call build(input_shape) before set_weights")
+        weights = list(weights)
+        counts = [len(layer.get_weights()) for layer in self.layers]
+        if len(weights) != sum(counts):
+            per_layer = ", ".join(f"{layer.name} {count}" for layer, count in zip(self.layers, counts))
+            raise ValueError(f"Sequential.set_weights expected {sum(counts)} arrays ({per_layer}), got {len(weights)}")
+        start = 0
+        for layer, count in zip(self.layers, counts):
+            given = [tuple(np.shape(w)) for w in weights[start : start + count]]
+            expected = [tuple(w.shape) for w in layer.get_weights()]
+            if given != expected:
+                raise ValueError(
+                    f"Sequential.set_weights: layer {layer.name!r} ({type(layer).__name__}) expected arrays of shapes "
+                    f"{expected}, got {given}"
+                )
+            start += count
+        start = 0
+        for layer, count in zip(self.layers, counts):
+            layer.set_weights(weights[start : start + count])
+            start += count
+
+    def save_weights(self, path: str | os.PathLike) -> Path:
+        """Write the weights alone (no config, no optimizer) as one safetensors file ``path`` (``*.safetensors``);
+        :meth:`load_weights` reads it back into a model of the same layers."""
+        path = _weights_file(path, "save_weights")
+        if not self.built:
+            raise RuntimeError("cannot save the weights of a model that is not built: call build(input_shape)")
+        weights = {name: tensor.detach().cpu().contiguous() for name, tensor in self.state_dict().items()}
+        return atomic_write_bytes(path, save_safetensors_bytes(weights))
+
+    def load_weights(self, path: str | os.PathLike) -> None:
+        """Load a safetensors file written by :meth:`save_weights`; names and shapes must match this model's."""
+        path = _weights_file(path, "load_weights")
+        if not self.built:
+            raise RuntimeError("the model is not built yet: call build(input_shape) before load_weights")
+        weights = load_file(path)
+        expected = self.state_dict()
+        missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
+        if missing or unexpected:
+            raise ValueError(
+                f"Sequential.load_weights: {os.fspath(path)!r} does not fit this model: it lacks {missing or 'none'} "
+                f"and holds weights the model does not have: {unexpected or 'none'}"
+            )
+        for name, tensor in expected.items():
+            if tuple(weights[name].shape) != tuple(tensor.shape):
+                layer = self.layers[int(name.split(".")[1])]
+                raise ValueError(
+                    f"Sequential.load_weights: {os.fspath(path)!r} holds {name!r} of shape "
+                    f"{tuple(weights[name].shape)}, but layer {layer.name!r} ({type(layer).__name__}) needs "
+                    f"{tuple(tensor.shape)}"
+                )
+        self.load_state_dict(weights)
 
     @classmethod
     def from_config(cls, config: dict, where: str = "config") -> Sequential:
@@ -525,6 +639,18 @@ class Sequential(nn.Module):
                 f"{where!r}: the compile settings or optimizer state in the checkpoint cannot be restored "
                 f"({type(error).__name__}: {error}); got compile {json.dumps(compile_config)[:160]}"
             ) from error
+
+
+def _weights_file(path: str | os.PathLike, caller: str) -> Path:
+    """``path`` as a safetensors file name; Keras' ``.weights.h5`` and other suffixes are refused."""
+    path = Path(path)
+    if path.suffix.lower() != ".safetensors":
+        keras = " (grukit stores weights with safetensors, not HDF5)" if path.suffix.lower() in (".h5", ".hdf5") else ""
+        raise ValueError(
+            f"Sequential.{caller} expected a file name ending in .safetensors, got {os.fspath(path)!r}{keras}; "
+            f"e.g. {path.name.split('.')[0] or 'model'}.weights.safetensors"
+        )
+    return path
 
 
 def load_model(path: str | os.PathLike) -> Sequential:

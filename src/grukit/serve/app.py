@@ -186,7 +186,7 @@ def create_app(served: Served, settings: ServeSettings | None = None) -> FastAPI
         temperature: float = Field(1.0, ge=0, description="0 picks the likeliest token")
         top_k: int | None = Field(None, ge=1, description="sample among the k likeliest tokens")
         top_p: float | None = Field(None, gt=0, le=1, description="nucleus sampling mass")
-        seed: int | None = Field(None, ge=0, description="makes sampling repeatable")
+        seed: int | None = Field(None, ge=0, lt=2**63, description="makes sampling repeatable")
 
     class StepRequest(BaseModel):
         model_config = strict

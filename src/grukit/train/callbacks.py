@@ -19,9 +19,13 @@ import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from torch import nn
 from tqdm.auto import tqdm
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 class History:
@@ -38,8 +42,9 @@ class History:
         for name, value in logs.items():
             self.history.setdefault(name, []).append(float(value))
 
-    def plot(self, path: str | os.PathLike) -> Path:
-        """Write the training curves as a PNG: one panel per quantity, training and ``val_`` together."""
+    def plot(self, path: str | os.PathLike | None = None) -> Figure:
+        """The training curves as a matplotlib ``Figure``: one panel per quantity, training and ``val_``
+        together. With ``path``, also write them there as a PNG (100 dpi)."""
         from matplotlib.figure import Figure  # no pyplot: leaves the user's matplotlib backend alone
 
         if not self.history:
@@ -56,10 +61,11 @@ class History:
             axis.set_title(name)
             axis.legend()
         figure.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=100)
-        return path
+        if path is not None:
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            figure.savefig(path, dpi=100)
+        return figure
 
 
 class Callback:
@@ -103,11 +109,19 @@ class _Monitor:
 
     def value(self, logs: dict) -> float:
         if self.monitor not in logs:
-            raise KeyError(
-                f"{self.owner} monitors {self.monitor!r}, which the logs lack (they have {sorted(logs)}); "
-                "pass validation data for val_* quantities"
+            raise ValueError(
+                f"{self.owner} monitors {self.monitor!r}, but the logs hold {list(logs)}: {self._remedy(logs)}"
             )
         return float(logs[self.monitor])
+
+    def _remedy(self, logs: dict) -> str:
+        """What would put the monitored quantity in the logs: validation data, a compiled metric, or another name."""
+        quantity = self.monitor.removeprefix("val_")
+        if self.monitor.startswith("val_") and quantity in logs:
+            return f"pass validation data to fit (validation_data or validation_split) or monitor {quantity!r}"
+        if quantity != "loss" and quantity not in logs:
+            return f"compile with metrics=[{quantity!r}] or monitor one of those"
+        return "monitor one of those"
 
     def improved(self, value: float) -> bool:
         if self.mode == "min":

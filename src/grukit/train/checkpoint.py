@@ -208,6 +208,26 @@ def _read_manifest(path: Path) -> dict:
     return manifest
 
 
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` as the file ``path`` through a hidden temporary file in the same folder (created with the
+    umask's permissions, like any new file), fsynced, then renamed over ``path``: a crash leaves the old file or
+    the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    try:
+        with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
 def _where(path: str | os.PathLike) -> Path:
     """The absolute folder that ``path`` names: a trailing "/" or "." still names the folder, and a symbolic link
     to an existing folder names the folder it points to (so saving through a link updates what it points to)."""
