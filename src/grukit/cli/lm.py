@@ -53,6 +53,7 @@ from grukit.train.checkpoint import checkpoint_exists, load_checkpoint, seed_eve
 PRESETS = ("tiny", "small", "base")
 RUN_ENTRIES = frozenset({"data", TRAIN_LOG, VALID_LOG, "tensorboard", CHECKPOINT, MODEL})
 SOURCE_RECORD = "source.json"
+EXTEND_HELP = "add the text's characters the character model lacks to its vocabulary before training"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -100,6 +101,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     adapt.add_argument("--epochs", type=positive_int, help="passes over the text (default: the config's)")
     adapt.add_argument("--lr", type=positive_float, help="peak learning rate (default: the config's)")
     adapt.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    adapt.add_argument("--extend-vocab", action="store_true", help=EXTEND_HELP)
     adapt.add_argument("--valid-fraction", type=valid_fraction, default=0.05, help="held-out tail of --text")
     adapt.add_argument("--quiet", "--no-progress", dest="no_progress", action="store_true", help="no progress bar")
     add_scale_options(adapt, accumulate=True)
@@ -121,6 +123,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     classify.add_argument("--rank", type=positive_int, help=f"LoRA rank {overrides}")
     classify.add_argument("--alpha", type=positive_float, help=f"LoRA alpha {overrides}")
     classify.add_argument("--max-len", type=positive_int, help=f"tokens kept per text {overrides}")
+    classify.add_argument("--extend-vocab", action="store_true", help=EXTEND_HELP + " (with --lm)")
     classify.add_argument("--seed", type=random_seed, default=0, help="seeds the label sample and training")
     classify.add_argument("--quiet", "--no-progress", dest="no_progress", action="store_true",
                           help="no progress bar")
@@ -267,27 +270,51 @@ def plan_steps(training: LMTrainingConfig, section: dict, args: argparse.Namespa
     return training
 
 
-def warn_unseen_characters(tokenizer, texts, what: str) -> None:
-    """For a character tokenizer: warn, naming them, about characters of ``texts`` (strings) its vocabulary lacks,
-    which the model reads as its unknown token."""
-    if tokenizer.kind != "char":
-        return
+def unseen_characters(tokenizer, texts) -> tuple[list[tuple[str, int]], int]:
+    """The characters of ``texts`` (strings) a character tokenizer lacks with their counts, most frequent first,
+    and the number of characters read; line breaks are left out."""
     known = set(tokenizer.chars)
     counts: Counter = Counter()
     total = 0
     for text in texts:
         counts.update(text)
         total += len(text)
-    unseen = [(char, n) for char, n in counts.most_common() if char not in known and char not in "\n"]
+    return [(char, n) for char, n in counts.most_common() if char not in known and char not in "\n"], total
+
+
+def warn_unseen_characters(tokenizer, texts, what: str, hint: str = "") -> None:
+    """For a character tokenizer: warn, naming them, about characters of ``texts`` (strings) its vocabulary lacks,
+    which the model reads as its unknown token; ``hint`` ends the warning."""
+    if tokenizer.kind != "char":
+        return
+    unseen, total = unseen_characters(tokenizer, texts)
     if unseen:
         share = sum(n for _, n in unseen) / max(total, 1)
         shown = ", ".join(f"{char!r} ({n:,})" for char, n in unseen[:12])
         more = f" and {len(unseen) - 12} more" if len(unseen) > 12 else ""
         print(
             f"warning: {len(unseen)} distinct characters of {what}, {share:.2%} of its {total:,} characters, are not "
-            f"in the model's vocabulary and become its unknown token: {shown}{more}",
+            f"in the model's vocabulary and become its unknown token: {shown}{more}{hint}",
             file=sys.stderr,
         )
+
+
+def check_vocabulary(model: GRULanguageModel, texts, what: str, extend: bool) -> None:
+    """Warn about the characters of ``texts`` the model's character vocabulary lacks or, with ``extend`` (the
+    ``--extend-vocab`` flag), add them to the model and say how many."""
+    if not extend:
+        hint = "; pass --extend-vocab to add them"
+        warn_unseen_characters(model.tokenizer, texts, what, hint)
+        return
+    if model.tokenizer.kind != "char":
+        raise ValueError(
+            f"--extend-vocab adds characters to a character tokenizer; this model's tokenizer is "
+            f"{model.tokenizer.kind!r} (byte-level BPE encodes every character through its byte tokens)"
+        )
+    unseen, _ = unseen_characters(model.tokenizer, texts)
+    added = model.extend_vocabulary([char for char, _ in unseen])
+    shown = "".join(added[:40]) + (" …" if len(added) > 40 else "")
+    print(f"added {len(added)} characters of {what} to the vocabulary, now {model.tokenizer.vocab_size}: {shown!r}")
 
 
 def file_texts(paths: list[str]):
@@ -379,7 +406,7 @@ def run_finetune_lm(args: argparse.Namespace) -> int:
     if resume:
         check_same_source(out, source)
     model = GRULanguageModel.from_pretrained(model_folder(args.lm))
-    warn_unseen_characters(model.tokenizer, file_texts(args.text), "your text")
+    check_vocabulary(model, file_texts(args.text), "your text", args.extend_vocab)
     _, train_tokens, valid_tokens = _prepare_tokens(out, args, source, {}, model.tokenizer)
     print(f"{len(train_tokens):,} tokens of your text with the pretrained {model.tokenizer.kind} tokenizer")
     training = plan_steps(training, section, args, train_tokens)
@@ -396,6 +423,8 @@ def run_finetune_classify(args: argparse.Namespace) -> int:
         raise ValueError(f"--scratch builds a fresh encoder: use --method scratch, not {method!r}")
     if not args.scratch and method == "scratch":
         raise ValueError("--method scratch needs --scratch CONFIG.json (a fresh encoder), not --lm")
+    if args.scratch and args.extend_vocab:
+        raise ValueError("--extend-vocab extends a pretrained model's vocabulary (--lm); --scratch builds its own")
     out = Path(args.out)
     check_model_out(out, CLASSIFIER)
     overrides = {
@@ -427,7 +456,7 @@ def run_finetune_classify(args: argparse.Namespace) -> int:
         encoder = GRULanguageModel(model_config, tokenizer)
     else:
         encoder = GRULanguageModel.from_pretrained(model_folder(args.lm))
-        warn_unseen_characters(encoder.tokenizer, train_x, "the training texts")
+        check_vocabulary(encoder, train_x, "the training texts", args.extend_vocab)
     model = GRUClassifier(encoder, len(names))
     result = finetune_classifier(
         model, encoder.tokenizer.encode_batch(train_x), train_y, training, progress=not args.no_progress

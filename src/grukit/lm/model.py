@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -380,6 +380,58 @@ class GRULanguageModel(nn.Module):
             return new
         decoded = [self.tokenizer.decode(row.tolist()) for row in new]
         return decoded[0] if isinstance(prompt, str) else decoded
+
+    # Vocabulary ---------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def extend_vocabulary(self, texts_or_chars: str | Iterable[str]) -> list[str]:
+        """Add the characters of ``texts_or_chars`` (a text, or texts) that the character tokenizer lacks, so
+        fine-tuning text with new characters learns them instead of reading them as the unknown token.
+
+        The new characters get ids ``V … V' − 1`` (sorted by code point); old ids keep their meaning. The
+        embedding ``E`` ``(V, D)`` grows to ``(V', D)`` and the head ``W_out`` ``(V, H_L)``, ``b`` ``(V,)`` to
+        ``(V', H_L)``, ``(V',)``; each new row starts at the mean of the old rows (``E_new = mean_v E_v``,
+        ``W_new = mean_v W_v``, ``b_new = mean_v b_v``), so a new character is first embedded as the average
+        character and predicted with the average logit (Hewitt 2021). Tied weights stay tied. Old weights are
+        copied unchanged, so the logits of the old ids are exactly the same on text of old characters. LoRA
+        adapters live on the recurrent layers only and are kept; ``requires_grad`` of each weight is kept. Build
+        the optimizer after calling this.
+
+        Returns:
+            the added characters, in id order (empty when nothing was missing).
+        """
+        if not isinstance(self.tokenizer, CharTokenizer):
+            kind = "no tokenizer" if self.tokenizer is None else f"a {type(self.tokenizer).__name__}"
+            raise ValueError(
+                f"extend_vocabulary needs a model with a character tokenizer, this one has {kind}; a byte-level BPE "
+                "encodes every string through its 256 byte tokens, and other BPE vocabularies are fixed by their merges"
+            )
+        texts = [texts_or_chars] if isinstance(texts_or_chars, str) else list(texts_or_chars)
+        bad = next((text for text in texts if not isinstance(text, str)), None)
+        if bad is not None:
+            raise TypeError(f"extend_vocabulary expected a text or texts (str), got {type(bad).__name__}")
+        known = set(self.tokenizer.chars)
+        added = sorted({char for text in texts for char in text} - known)
+        if not added:
+            return []
+        tokenizer = self.tokenizer.extended(added)
+        old, new = self.config.vocab_size, tokenizer.vocab_size
+        config = LMConfig(**{**asdict(self.config), "vocab_size": new})
+        config.check_memory()
+
+        def grown(weight: Tensor) -> nn.Parameter:
+            rows = weight.mean(0, keepdim=True).expand(new - old, *weight.shape[1:])  # (V' − V, …)
+            return nn.Parameter(torch.cat([weight, rows]), requires_grad=weight.requires_grad)  # (V', …)
+
+        self.embedding.weight = grown(self.embedding.weight)  # (V', D)
+        self.embedding.num_embeddings = new
+        if config.tie_weights:
+            self.decoder.weight = self.embedding.weight
+        else:
+            self.decoder.weight = grown(self.decoder.weight)  # (V', H_L)
+        self.decoder.bias = grown(self.decoder.bias)  # (V',)
+        self.decoder.out_features = new
+        self.config, self.tokenizer = config, tokenizer
+        return added
 
     # Saving -------------------------------------------------------------------------------------------------
     def base_state_dict(self) -> dict[str, Tensor]:

@@ -154,7 +154,30 @@ def _check_count(owner: str, name: str, value: object, minimum: int) -> None:
         raise ValueError(f"{owner} expected {name} to be an integer of at least {minimum}, got {value!r}")
 
 
-class _VocabularyTokenizer:
+class _SpecialIds:
+    """``pad_id`` / ``unk_id`` / ``bos_id`` / ``eos_id`` from a tokenizer's ``special_id(role)``."""
+
+    def special_id(self, role: str) -> int | None:
+        raise NotImplementedError
+
+    @property
+    def pad_id(self) -> int | None:
+        return self.special_id("pad")
+
+    @property
+    def unk_id(self) -> int | None:
+        return self.special_id("unk")
+
+    @property
+    def bos_id(self) -> int | None:
+        return self.special_id("bos")
+
+    @property
+    def eos_id(self) -> int | None:
+        return self.special_id("eos")
+
+
+class _VocabularyTokenizer(_SpecialIds):
     """Shared by :class:`CharTokenizer` and :class:`WordTokenizer`: a list of symbols, each one id.
 
     ``symbols = [*specials.values(), *vocabulary]``; a text is split into tokens (characters or words),
@@ -228,22 +251,6 @@ class _VocabularyTokenizer:
     def special_id(self, role: str) -> int | None:
         """The id reserved for ``role`` (one of ``ROLES``), ``None`` when this tokenizer has none."""
         return list(self.specials).index(role) if role in self.specials else None
-
-    @property
-    def pad_id(self) -> int | None:
-        return self.special_id("pad")
-
-    @property
-    def unk_id(self) -> int | None:
-        return self.special_id("unk")
-
-    @property
-    def bos_id(self) -> int | None:
-        return self.special_id("bos")
-
-    @property
-    def eos_id(self) -> int | None:
-        return self.special_id("eos")
 
     @property
     def vocab_size(self) -> int:
@@ -366,6 +373,17 @@ class CharTokenizer(_VocabularyTokenizer):
         """The symbol of every id, specials first."""
         return self.symbols
 
+    def extended(self, chars: Iterable[str]) -> CharTokenizer:
+        """A copy whose vocabulary also holds ``chars``: the ones it lacks get the next ids ``vocab_size …``, in
+        the order given; every existing id is unchanged, so a model's old rows still mean the same symbols."""
+        added: list[str] = []
+        for char in chars:
+            if not self._is_token(char):
+                raise ValueError(f"CharTokenizer.extended expected single characters, got {char!r:.40}")
+            if char not in self.index and char not in self.specials.values() and char not in added:
+                added.append(char)
+        return CharTokenizer([*self.symbols[len(self.specials) :], *added], self.specials)
+
     def _is_token(self, token: object) -> bool:
         return isinstance(token, str) and len(token) == 1
 
@@ -458,7 +476,7 @@ class WordTokenizer(_VocabularyTokenizer):
         return {"split": str, "lowercase": bool}
 
 
-class BPETokenizer:
+class BPETokenizer(_SpecialIds):
     """Byte-pair encoding from Hugging Face ``tokenizers``, trained locally.
 
     Args:
@@ -526,22 +544,6 @@ class BPETokenizer:
     def special_id(self, role: str) -> int | None:
         """The id of ``role``'s symbol (``BPE_SPECIALS``), ``None`` when the tokenizer has none."""
         return self.tokenizer.token_to_id(BPE_SPECIALS[role])
-
-    @property
-    def pad_id(self) -> int | None:
-        return self.special_id("pad")
-
-    @property
-    def unk_id(self) -> int | None:
-        return self.special_id("unk")
-
-    @property
-    def bos_id(self) -> int | None:
-        return self.special_id("bos")
-
-    @property
-    def eos_id(self) -> int | None:
-        return self.special_id("eos")
 
     @property
     def vocab_size(self) -> int:
