@@ -31,8 +31,8 @@ model.fit(x, y, epochs=1, batch_size=16, verbose=0)  # imports and builds everyt
 engines = {m.resolved_engine() for m in model.modules() if isinstance(m, TorchStyleGRU)}
 assert engines == {"onednn"}, engines
 for _ in range(int(sys.argv[1])):
-    print("training", flush=True)
-    try:
+    try:  # the announcement is inside: an interrupt right after it must be caught here too
+        print("training", flush=True)
         model.fit(x, y, epochs=10**6, batch_size=16, verbose=0)
     except KeyboardInterrupt:
         print("interrupted", flush=True)
@@ -67,6 +67,8 @@ def interrupt_until(process: subprocess.Popen, lines: queue.Queue, expected: str
             return
         except (queue.Empty, subprocess.TimeoutExpired):
             continue
+    if process.poll() is not None:
+        raise AssertionError(f"the child ended early with exit {process.returncode}:\n{process.stderr.read()[-3000:]}")
     raise AssertionError(f"the child ignored {RESENDS} interrupts in a row")
 
 
