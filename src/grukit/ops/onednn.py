@@ -100,11 +100,8 @@ class _GRUFunction(torch.autograd.Function):
     def backward(ctx, dy):
         x, h0, w_ih, w_hh, b_ih, b_hh, y, workspace = ctx.saved_tensors
         if recompute.needs_reference(dy):  # create_graph=True or a vmapped dy, see grukit.ops.recompute
-            grads = recompute.grads_through(
-                lambda *inputs: recompute.gru_sequence(*inputs, ctx.reset_after),
-                (x, h0, w_ih, w_hh, b_ih, b_hh),
-                ctx.needs_input_grad[:6],
-                dy,
+            grads = recompute.gru_sequence_grads(
+                (x, h0, w_ih, w_hh, b_ih, b_hh), ctx.reset_after, ctx.needs_input_grad[:6], dy
             )
             return (*grads, None, None)
         prepared = ctx.prepared

@@ -74,3 +74,11 @@ def gru_sequence(
         return reference.gru_cell(x_t, h, w_ih, w_hh, b_ih, b_hh, reset_after)
 
     return reference.scan(cell, x, h0)[0]
+
+
+def gru_sequence_grads(
+    inputs: Sequence[Tensor | None], reset_after: bool, needs: Sequence[bool], grad_output: Tensor
+) -> tuple[Tensor | None, ...]:
+    """The fused GRU kernels' backward through the reference: :func:`grads_through` of :func:`gru_sequence` on
+    ``inputs`` = ``(x, h0, w_ih, w_hh, b_ih, b_hh)``."""
+    return grads_through(lambda *tensors: gru_sequence(*tensors, reset_after), inputs, needs, grad_output)
