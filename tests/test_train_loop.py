@@ -178,3 +178,15 @@ def test_fit_on_empty_data_is_an_error():
     trainer = Trainer(model, get_loss("mse"), torch.optim.SGD(model.parameters(), lr=0.1))
     with pytest.raises(ValueError, match="no training batches"):
         trainer.fit([], epochs=1, verbose=0)
+
+
+def test_fit_trains_even_when_grad_mode_is_off_around_it():
+    """A fit inside ``torch.no_grad()`` (or after a Ctrl-C that left grad mode off) still trains."""
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+    before = model.weight.detach().clone()
+    trainer = Trainer(model, lambda out, y, mask: (out - y).square().mean(), torch.optim.SGD(model.parameters(), 0.1))
+    with torch.no_grad():
+        trainer.fit([(torch.randn(8, 3), torch.randn(8, 1))], epochs=2, verbose=0)
+        assert not torch.is_grad_enabled()  # the caller's mode is left as it was
+    assert not torch.equal(model.weight, before)

@@ -357,7 +357,9 @@ class Trainer:
         for index, ((inputs, targets, mask), size) in enumerate(zip(moved, sizes)):
             last = index == len(moved) - 1  # DDP all-reduces the gradients in the last backward pass only
             sync = contextlib.nullcontext() if last or not world.distributed else model.no_sync()
-            with sync:
+            # grad mode on whatever the caller's is: a fit inside torch.no_grad(), or after an interrupt that left
+            # grad mode off (it can land inside torch's own no_grad blocks before they restore it), still trains
+            with sync, torch.enable_grad():
                 with distributed.autocast(self.precision, self.device):
                     outputs, carried = self._forward(inputs, self._carried, model)
                     loss = self.loss_fn(outputs, targets, mask) * (size / samples)
