@@ -20,6 +20,34 @@ def _cpuinfo_field(name: str) -> str | None:
     return None
 
 
+# (ISA class, the /proc/cpuinfo flag that defines it), best first: what decides the speed of bf16 and float32 GEMMs.
+ISA_CLASSES = (("AMX", "amx_bf16"), ("AVX-512 BF16", "avx512_bf16"), ("AVX-512", "avx512f"), ("AVX2", "avx2"))
+
+
+def isa_class(flags: list[str]) -> str:
+    """The best of ``AMX`` (AMX tiles with bf16), ``AVX-512 BF16``, ``AVX-512``, ``AVX2`` that ``flags`` (the
+    ``flags`` field of ``/proc/cpuinfo``) names, or ``older than AVX2``."""
+    return next((name for name, flag in ISA_CLASSES if flag in flags), "older than AVX2")
+
+
+def has_bf16_instructions(isa: str) -> bool:
+    """Whether an ISA class of :func:`isa_class` computes bfloat16 GEMMs in hardware (AMX or AVX-512 BF16)."""
+    return isa in ("AMX", "AVX-512 BF16")
+
+
+def cpu_isa() -> dict:
+    """The CPU model, its ISA class (:func:`isa_class`) and the ISA oneDNN's kernels run with in grukit's binding
+    (``onednn_isa``: ``grukit.ops.onednn.cpu_isa()`` where the binding has it, else ``None``)."""
+    from grukit.ops import onednn
+
+    onednn_isa = getattr(onednn, "cpu_isa", None)
+    return {
+        "cpu": _cpuinfo_field("model name") or platform.processor() or "unknown CPU",
+        "isa": isa_class((_cpuinfo_field("flags") or "").split()),
+        "onednn_isa": onednn_isa() if onednn_isa is not None else None,
+    }
+
+
 def describe() -> dict:
     """CPU model, cores visible, AVX-512, torch version and thread count, Python, OS and the 1-minute load
     average now (``load_average_start``: the reports call it at their start)."""

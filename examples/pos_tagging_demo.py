@@ -81,6 +81,12 @@ def main() -> None:
     parser.add_argument("--min-count", type=int, default=2)
     parser.add_argument("--lines", type=int, default=None, help="use only the first N shuffled lines (smoke run)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, see below)")
+    parser.add_argument(
+        "--precision",
+        choices=("32", "bf16"),
+        default="32",
+        help="32, or bf16: the forward pass under bfloat16 autocast, weights and Adam in float32",
+    )
     args = parser.parse_args()
     # Batches of 32 through a 64-unit GRU are too small to gain from intra-op threads, and on a shared machine
     # extra threads spin against other processes: one thread was 7x faster than two under load here.
@@ -117,7 +123,9 @@ def main() -> None:
             Dense(units=num_classes, activation="softmax"),
         ]
     )
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"], precision=args.precision
+    )
     fit_started = time.perf_counter()
     model.fit(train_data, train_labels, epochs=args.epochs, batch_size=32, validation_data=(val_data, val_labels))
     fit_seconds = time.perf_counter() - fit_started

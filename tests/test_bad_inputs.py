@@ -147,7 +147,7 @@ def gru_unknown_engine(tmp_path):
     nn.GRU(4, 8, engine="cudnn")
 
 
-@case(ValueError, r"GRU engine='onednn' runs float32, got torch.float64")
+@case(ValueError, r"GRU engine='onednn' runs float32 and bfloat16, got torch.float64")
 def gru_engine_that_cannot_run_the_dtype(tmp_path):
     nn.GRU(4, 8, engine="onednn").double()(torch.zeros(2, 3, 4, dtype=torch.float64))
 

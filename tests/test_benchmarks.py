@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 from benchmarks import gru_vs_lstm, results
-from benchmarks.machine import describe, machine_line
+from benchmarks.machine import cpu_isa, describe, has_bf16_instructions, isa_class, machine_line
 from benchmarks.results import render_markdown
 
 
@@ -28,7 +28,7 @@ def test_every_report_describes_the_machine_with_one_helper():
 
     for module in (results, gru_vs_lstm, finetuning_report):
         assert module.machine_line is machine_line
-    assert {"cpu", "cores", "avx512", "onednn", "date"} <= set(gru_speed.machine())
+    assert {"cpu", "cores", "avx512", "isa", "onednn_isa", "onednn", "date"} <= set(gru_speed.machine())
 
 
 def test_results_page_has_machine_seed_and_one_table():
@@ -107,3 +107,65 @@ def test_compare_writes_the_page_and_its_plot(tmp_path):
     rows = [line for line in page.splitlines() if line.startswith("| GRU |") or line.startswith("| LSTM")]
     assert len(rows) == 3
     assert "## Which should I choose?" in page
+
+
+def test_isa_class_names_the_best_instruction_set_the_cpu_flags_list():
+    assert isa_class(["avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"]) == "AMX"
+    assert isa_class(["avx2", "avx512f", "avx512_bf16"]) == "AVX-512 BF16"
+    assert isa_class(["avx2", "avx512f"]) == "AVX-512"
+    assert isa_class(["sse4_2", "avx2"]) == "AVX2"
+    assert isa_class(["sse4_2"]) == "older than AVX2"
+    assert has_bf16_instructions("AMX") and has_bf16_instructions("AVX-512 BF16")
+    assert not has_bf16_instructions("AVX-512")
+
+
+def test_speed_benchmark_reports_isa_peaks_and_each_contenders_share_of_its_own_peak(tmp_path, monkeypatch):
+    import benchmarks.gru_speed as gru_speed
+
+    # (batch, time, input, hidden): seconds instead of minutes; no memory probes (fresh processes)
+    monkeypatch.setattr(gru_speed, "CONFIGS", {"c1": (2, 6, 3, 4), "c3": (1, 6, 3, 4)})
+    monkeypatch.setattr(gru_speed, "MEMORY_CASES", ())
+    measure_peaks = gru_speed.measure_peaks
+    monkeypatch.setattr(gru_speed, "measure_peaks", lambda size, repeats: measure_peaks(64, 1))
+    output = tmp_path / "speed.json"
+    gru_speed.main(["--quick", "--cases", "c1", "c3", "--repeats", "1", "--threads", "1", "--no-keras", "--no-doc",
+                    "--output", str(output)])
+    results = json.loads(output.read_text())
+    machine = results["machine"]
+    assert machine["isa"] == cpu_isa()["isa"] and "onednn_isa" in machine
+    peaks = results["peaks"]
+    assert set(peaks) == {"float32", "bfloat16", "int8"} and min(peaks.values()) > 0
+    c1 = results["cases"]["c1"]
+    for mode in ("inference", "training"):
+        for name, entry in c1[mode].items():
+            precision = results["contenders"][name]["precision"]
+            assert entry["precision"] == precision
+            assert entry["percent_of_peak"] == pytest.approx(100 * entry["gflops"] / peaks[precision])
+            assert name == gru_speed.BASELINE or "speedup_vs_torch.nn.GRU" in entry  # all against float32 nn.GRU
+    assert c1["training"]["torch.nn.GRU bf16"]["precision"] == "bfloat16"
+    for name in (gru_speed.AUTOCAST_BF16, gru_speed.MODULE_BF16, "grukit int8"):
+        assert (name in c1["inference"]) != (name in results["not_measured"])  # measured, or says why not
+    assert "grukit int8" not in c1["training"]
+    assert c1["training"]["grukit auto"]["engine"] in ("onednn", "native", "reference")
+    page = gru_speed.markdown(results)
+    assert f"ISA **{machine['isa']}**" in page and "bfloat16 **" in page and "| grukit auto (ran " in page
+    assert ("| bf16 training, AMX | c1 | training |" in page) == (machine["isa"] == "AMX")
+    assert "| float32 batch-1 training | c3 | training | grukit auto |" in page
+    elsewhere = gru_speed.markdown({**results, "machine": {**machine, "isa": "AVX-512"}})
+    assert "| bf16 training, AVX-512 BF16 only | c1 | training |" in elsewhere
+    assert "| bf16 training, AMX" not in elsewhere and "| bf16 inference, AMX" not in elsewhere
+
+
+def test_single_step_benchmark_writes_every_contender_and_its_ratio(tmp_path, capsys):
+    from benchmarks import single_step
+
+    output = tmp_path / "single_step.json"
+    arguments = ["--quick", "--threads", "1", "--hidden", "32", "--repeats", "2", "--output", str(output)]
+    assert single_step.main(arguments) == 0
+    results = json.loads(output.read_text())
+    assert results["machine"]["threads"] == 1 and results["batch"] == 1 and results["dtype"] == "float32"
+    names = [row["contender"] for row in results["rows"]]
+    assert names == list(single_step.contenders(32)) and single_step.BASELINE in names
+    assert all(row["median_us"] > 0 and row["weight_gb_per_s"] > 0 and row["vs_nn_gru"] > 0 for row in results["rows"])
+    printed = capsys.readouterr().out
+    assert printed.startswith(machine_line(results["machine"]).split(";")[0]) and "| 32 | grukit GRU.step |" in printed

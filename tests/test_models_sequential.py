@@ -213,3 +213,22 @@ def test_compiled_metrics_expose_their_running_sums_to_the_trainer():
     assert 0 <= metric.total == metric.metric.total <= 8
     metric.total, metric.count = 6.0, 8
     assert metric.result() == 0.75
+
+
+def test_bf16_precision_trains_in_float32_weights_and_is_saved(tmp_path):
+    seed_everything(0)
+    x, y = _toy_tagging(48)
+    model = _seed_model(12, 3, embedding_dim=8)
+    with pytest.raises(ValueError, match=r"compile expected precision in \('32', 'bf16'\) or None, got 'fp16'"):
+        model.compile("adam", "sparse_categorical_crossentropy", ["accuracy"], precision="fp16")
+    model.compile("adam", "sparse_categorical_crossentropy", ["accuracy"], precision="bf16")
+    model.predict(x[:1])  # builds the layers
+    before = model.layers[1].module.weight_hh_l0.detach().clone()
+    history = model.fit(x, y, epochs=3, batch_size=8, verbose=0)
+    weight = model.layers[1].module.weight_hh_l0
+    assert weight.dtype == torch.float32 and not torch.equal(weight, before)  # float32 master weights moved
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    assert model.trainer.precision == "bf16"
+    model.save(tmp_path / "tagger")
+    assert json.loads((tmp_path / "tagger" / "config.json").read_text())["compile"]["precision"] == "bf16"
+    assert load_model(tmp_path / "tagger").trainer.precision == "bf16"

@@ -33,6 +33,7 @@ from grukit.train.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from grukit.train.distributed import PRECISIONS
 
 ARCHITECTURE = "grukit.Sequential"
 KERAS_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -258,13 +259,16 @@ class Sequential(nn.Module):
         loss: str | Callable = "sparse_categorical_crossentropy",
         metrics: Iterable[str | Metric] | None = None,
         clipnorm: float | str | None = "auto",
+        precision: str | None = None,
     ) -> None:
         """Choose the optimizer (``"adam"``, ``"adamw"``, ``"sgd"``, ``"rmsprop"`` with Keras' defaults, a
         ``torch.optim`` optimizer over this model's parameters, or a callable ``params -> optimizer``), the
         loss (a Keras name, ``loss(outputs, targets, mask)``, or a Keras custom ``loss(y_true, y_pred)``),
         metrics (``"accuracy"``, ``"mae"``, …) and gradient clipping by global norm: ``"auto"`` (the default)
         clips at 1.0 when the model holds a recurrent layer, whose gradients can explode, and not otherwise;
-        ``None`` turns it off, as Keras' default."""
+        ``None`` turns it off, as Keras' default. ``precision``: ``"32"`` or ``"bf16"`` (the forward pass under
+        bfloat16 autocast, weights and optimizer in float32, as Keras' ``"mixed_bfloat16"`` policy); ``None``
+        reads ``GRUKIT_PRECISION`` (default ``"32"``)."""
         if isinstance(optimizer, str) and optimizer.lower() not in OPTIMIZERS:
             raise ValueError(
                 f"unknown optimizer {optimizer!r}; expected a torch optimizer or one of {sorted(OPTIMIZERS)}"
@@ -280,6 +284,8 @@ class Sequential(nn.Module):
             isinstance(clipnorm, (int, float)) and not isinstance(clipnorm, bool) and clipnorm > 0
         ):
             raise ValueError(f"compile expected clipnorm to be a positive number, 'auto' or None, got {clipnorm!r}")
+        if precision is not None and precision not in PRECISIONS:
+            raise ValueError(f"compile expected precision in {PRECISIONS} or None, got {precision!r}")
         loss_fn = get_loss(loss)
         metric_objects = [get_metric(m, loss) for m in (metrics or [])]
         self.loss_name = loss if isinstance(loss, str) else None
@@ -288,6 +294,7 @@ class Sequential(nn.Module):
         self.optimizer_spec = optimizer.lower() if isinstance(optimizer, str) else optimizer
         self.optimizer = optimizer if isinstance(optimizer, torch.optim.Optimizer) else None
         self.clipnorm = clipnorm
+        self.precision = precision
         self.trainer = None
         self.compile_config = {
             "optimizer": optimizer.lower()
@@ -296,6 +303,7 @@ class Sequential(nn.Module):
             "loss": self.loss_name,
             "metrics": [m if isinstance(m, str) else None for m in (metrics or [])],
             "clipnorm": clipnorm,
+            "precision": precision,
         }
 
     def _masked_loss(self, outputs: Tensor, targets: Tensor, mask: Tensor | None) -> Tensor:
@@ -315,7 +323,9 @@ class Sequential(nn.Module):
             clipnorm = self.clipnorm
             if clipnorm == "auto":
                 clipnorm = 1.0 if any(isinstance(m, RecurrentLayer) for m in self.modules()) else None
-            self.trainer = Trainer(self, self._masked_loss, self.optimizer, metrics, clipnorm=clipnorm)
+            self.trainer = Trainer(
+                self, self._masked_loss, self.optimizer, metrics, clipnorm=clipnorm, precision=self.precision
+            )
         return self.trainer
 
     def _build_from(self, batches: Iterable) -> None:
@@ -630,7 +640,7 @@ class Sequential(nn.Module):
                 if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, torch.optim.Optimizer)):
                     raise ValueError(f"unknown optimizer {optimizer!r}")
                 optimizer = optimizer_class(self.parameters())
-            self.compile(optimizer, loss, metrics, clipnorm)
+            self.compile(optimizer, loss, metrics, clipnorm, compile_config.get("precision"))
             if optimizer_state is not None:
                 self._ensure_trainer()
                 self.optimizer.load_state_dict(optimizer_state)

@@ -7,15 +7,16 @@ and stack layers and directions.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
-from grukit.ops import engines, mingru_scan, recompute, reference
+from grukit.ops import engines, mingru_scan, native, onednn, recompute, reference
 
 INITS = ("torch", "keras")
 
@@ -255,9 +256,18 @@ class RecurrentBase(nn.Module):
             state = self.initial_state(x_t.shape[0])
         if reset is not None:
             state = self.reset_state(state, reset)
+        fast = self._single_step(x_t, state)
+        if fast is not None:
+            return fast
         time_axis = 1 if self.batch_first else 0
         output, state = self(x_t.unsqueeze(time_axis), state)  # (B, 1, H) or (1, B, H)
         return output.squeeze(time_axis), state
+
+    def _single_step(self, x_t: Tensor, state: object) -> tuple[Tensor, Tensor] | None:
+        """A fused kernel for one step of the whole stack, ``x_t`` ``(B, I)``, ``state`` ``(L, B, H)`` ->
+        ``(output_t (B, H), new state)``, or ``None`` where there is none for these inputs: then the step runs
+        through :meth:`forward` and its checks."""
+        return None
 
     def reset_state(self, state: Tensor | tuple[Tensor, Tensor], mask: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         """``state`` with the streams where ``mask`` ``(B,)`` (bool) is true set back to zeros, the others kept;
@@ -319,6 +329,28 @@ class RecurrentBase(nn.Module):
     ) -> tuple[Tensor, tuple[Tensor, ...]]:
         raise NotImplementedError
 
+    def _run_layers(
+        self, x: Tensor, states: tuple[Tensor, ...], lengths: Tensor | None
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """Every layer and direction, one :meth:`_run_direction` each: time-major ``x`` ``(T, B, I)`` and
+        ``states`` ``(D*L, B, H)`` each -> ``(output (T, B, D*H), final states (D*L, B, H) each)``."""
+        finals: list[list[Tensor]] = [[] for _ in range(self.state_count)]
+        layer_input = x
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction in range(self.num_directions):
+                index = layer * self.num_directions + direction
+                out, final = self._run_direction(
+                    layer_input, tuple(s[index] for s in states), layer, direction, lengths
+                )
+                outputs.append(out)
+                for slot, tensor in zip(finals, final):
+                    slot.append(tensor)
+            layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)  # (T, B, D*H)
+            if self.dropout and self.training and layer < self.num_layers - 1:
+                layer_input = nn.functional.dropout(layer_input, self.dropout, training=True)
+        return layer_input, tuple(torch.stack(slot, 0) for slot in finals)  # (D*L, B, H) each
+
     def _forward(
         self, x: Tensor | PackedSequence, states: tuple[Tensor, ...] | None, lengths: Tensor | list | None
     ) -> tuple[Tensor | PackedSequence, tuple[Tensor, ...]]:
@@ -342,23 +374,7 @@ class RecurrentBase(nn.Module):
             states = tuple(x.new_zeros(layers, batch, size) for size in sizes)
         else:
             states = tuple(self._check_state(s, batch, unbatched, x, w) for s, w in zip(states, ("h0", "c0")))
-        finals: list[list[Tensor]] = [[] for _ in range(self.state_count)]
-        layer_input = x
-        for layer in range(self.num_layers):
-            outputs = []
-            for direction in range(self.num_directions):
-                index = layer * self.num_directions + direction
-                out, final = self._run_direction(
-                    layer_input, tuple(s[index] for s in states), layer, direction, lengths
-                )
-                outputs.append(out)
-                for slot, tensor in zip(finals, final):
-                    slot.append(tensor)
-            layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)  # (T, B, D*H)
-            if self.dropout and self.training and layer < self.num_layers - 1:
-                layer_input = nn.functional.dropout(layer_input, self.dropout, training=True)
-        output = layer_input
-        final_states = tuple(torch.stack(slot, 0) for slot in finals)  # (D*L, B, H) each
+        output, final_states = self._run_layers(x, states, lengths)
         if packed is not None:
             return pack_like(output, packed), final_states
         if unbatched:
@@ -383,6 +399,14 @@ def pack_like(output: Tensor, packed: PackedSequence) -> PackedSequence:
     rows = torch.cat([order[:size] for size in batch_sizes.tolist()])  # (N,)
     data = output[steps.to(output.device), rows.to(output.device)]  # (N, F)
     return PackedSequence(data, batch_sizes, packed.sorted_indices, packed.unsorted_indices)
+
+
+@functools.cache
+def _step_weight_names(num_layers: int) -> tuple[str, ...]:
+    """``weight_ih_l0, weight_hh_l0, bias_ih_l0, bias_hh_l0, weight_ih_l1, ...``: a forward stack's weights in
+    the order :func:`grukit.ops.native.gru_step` takes them."""
+    kinds = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+    return tuple(f"{kind}_l{layer}" for layer in range(num_layers) for kind in kinds)
 
 
 def _engine_repr(module: RecurrentBase) -> str:
@@ -417,8 +441,8 @@ class GRU(RecurrentBase):
         reset_after: candidate form (see above).
         init: ``"torch"`` (uniform ±1/√H) or ``"keras"`` (glorot-uniform / orthogonal / zeros).
         engine: ``"auto"`` (default: the fastest installed engine for the input's dtype and device, named in
-            ``repr``), ``"onednn"`` (oneDNN's fused GRU, float32 CPU), ``"native"`` (grukit's fused kernel,
-            float32/float64 CPU) or ``"reference"`` (the readable cells); see :mod:`grukit.ops.engines`.
+            ``repr``), ``"onednn"`` (oneDNN's fused GRU, float32 and bfloat16 CPU), ``"native"`` (grukit's fused kernel,
+            float32/float64/bfloat16 CPU) or ``"reference"`` (the readable cells); see :mod:`grukit.ops.engines`.
             All give the same results and gradients of every order (the fast engines recompute second
             derivatives through the cells, :mod:`grukit.ops.recompute`); every engine runs from any thread.
             Empty batches and tensors under ``torch.func`` transforms (``vmap``, ``grad``, ``jacrev``,
@@ -465,15 +489,51 @@ class GRU(RecurrentBase):
     def extra_repr(self) -> str:
         return super().extra_repr() + ("" if self.reset_after else ", reset_after=False") + _engine_repr(self)
 
-    def resolved_engine(self, dtype: torch.dtype | None = None, device: torch.device | None = None) -> str:
-        """The engine that runs this GRU for inputs of ``dtype`` and ``device`` (default: its parameters')."""
+    def resolved_engine(
+        self,
+        dtype: torch.dtype | None = None,
+        device: torch.device | None = None,
+        input_shape: Sequence[int] | None = None,
+        training: bool | None = None,
+        layer: int = 0,
+    ) -> str:
+        """The engine that runs this GRU for inputs of ``dtype`` and ``device`` (default: its parameters').
+
+        ``engine="auto"`` chooses per shape on the CPU (:mod:`grukit.ops.autotune`): give ``input_shape``, the
+        shape of ``x`` as :meth:`forward` takes it (``(B, T, I)`` with ``batch_first``, ``(T, B, I)`` without,
+        ``(T, I)`` unbatched), to see the choice for ``layer``; ``training`` (default: grad mode is on and the
+        parameters need gradients) is whether a backward will follow. Without ``input_shape``: the engine
+        ``auto`` uses when nothing is known of the shape, the one ``repr`` names."""
         weight = self.weight_ih_l0
-        return engines.resolve_gru(self.engine, dtype or weight.dtype, device or weight.device, self.reset_after)
+        dtype, device = dtype or weight.dtype, device or weight.device
+        if input_shape is None:
+            return engines.resolve_gru(self.engine, dtype, device, self.reset_after)
+        if len(input_shape) not in (2, 3) or input_shape[-1] != self.input_size:
+            raise ShapeError(f"GRU expected an input_shape (batch, time, {self.input_size}) or "
+                             f"(time, {self.input_size}), got {tuple(input_shape)}")
+        if not 0 <= layer < self.num_layers:
+            raise ValueError(f"GRU expected layer in [0, {self.num_layers}), got {layer}")
+        if len(input_shape) == 2:
+            steps, batch = input_shape[0], 1
+        elif self.batch_first:
+            batch, steps = input_shape[0], input_shape[1]
+        else:
+            steps, batch = input_shape[0], input_shape[1]
+        if training is None:
+            training = torch.is_grad_enabled() and weight.requires_grad
+        features = self.input_size if layer == 0 else self.num_directions * self.hidden_size
+        shape = (int(batch), int(steps), features, self.hidden_size)
+        return engines.resolve_gru(self.engine, dtype, device, self.reset_after, shape, training)
 
     def _run_direction(self, x, state, layer, direction, lengths):
         w_ih, w_hh, b_ih, b_hh = self.layer_weights(layer, direction)
-        engine = self.resolved_engine(x.dtype, x.device)
-        if engine != "reference" and not self._use_reference(x, state, (w_ih, w_hh, b_ih, b_hh)):
+        tensors = (x, state[0], w_ih, w_hh, b_ih, b_hh)
+        training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+        engine = "reference"
+        if not self._use_reference(x, state, (w_ih, w_hh, b_ih, b_hh)):
+            shape = (x.shape[1], x.shape[0], x.shape[2], self.hidden_size)  # (B, T, I, H) of time-major x
+            engine = engines.resolve_gru(self.engine, x.dtype, x.device, self.reset_after, shape, training)
+        if engine != "reference":
             out, h_n = engines.gru_direction(
                 engine, x, state[0], (w_ih, w_hh, b_ih, b_hh), self.reset_after, lengths, direction == 1
             )
@@ -485,13 +545,66 @@ class GRU(RecurrentBase):
         out, h_n = reference.scan(cell, x, state[0], lengths, reverse=direction == 1)
         return out, (h_n,)
 
+    def _run_layers(self, x, states, lengths):
+        """The whole stack in as few oneDNN primitives as it allows (:func:`grukit.ops.onednn.gru_layers`: both
+        directions of a layer in one, stackable layers in one) where the ``onednn`` engine runs it without
+        ``lengths``, inter-layer dropout or ``torch.func`` transforms; else one call per layer and direction."""
+        if self.bidirectional or self.num_layers > 1:
+            directions = range(self.num_directions)
+            weights = [[self.layer_weights(layer, d) for d in directions] for layer in range(self.num_layers)]
+            flat = [w for layer in weights for direction in layer for w in direction]
+            training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, *states, *flat))
+            dropout = self.dropout and self.training and self.num_layers > 1
+            if lengths is None and not dropout and not self._use_reference(x, states, tuple(flat)):
+                shape = (x.shape[1], x.shape[0], x.shape[2], self.hidden_size)  # (B, T, I, H) of time-major x
+                if engines.resolve_gru(self.engine, x.dtype, x.device, self.reset_after, shape, training) == "onednn":
+                    output, h_n = onednn.gru_layers(x, states[0], weights, self.reset_after)
+                    return output, (h_n,)
+        return super()._run_layers(x, states, lengths)
+
     def forward(
         self, x: Tensor | PackedSequence, h0: Tensor | None = None, lengths: Tensor | list | None = None
     ) -> tuple[Tensor | PackedSequence, Tensor]:
         """Returns ``(output, h_n)``; see the class docstring for shapes. A ``PackedSequence`` ``x`` gives a
         ``PackedSequence`` output, as ``torch.nn.GRU``."""
+        if lengths is None and isinstance(x, Tensor) and x.dim() == 3 and x.shape[1 if self.batch_first else 0] == 1:
+            time_axis, batch = (1, x.shape[0]) if self.batch_first else (0, x.shape[1])  # a single step: serving
+            h = x.new_zeros(self.num_layers, batch, self.hidden_size) if h0 is None else h0
+            fast = self._single_step(x.select(time_axis, 0), h)
+            if fast is not None:
+                return fast[0].unsqueeze(time_axis), fast[1]
         output, (h_n,) = self._forward(x, None if h0 is None else (h0,), lengths)
         return output, h_n
+
+    def _single_step(self, x_t: Tensor, state: object) -> tuple[Tensor, Tensor] | None:
+        """One step of the whole stack on the native step kernel (:func:`grukit.ops.native.gru_step`: each weight
+        read once, in torch's layout, no conversion): ``x_t`` ``(B, I)``, ``state`` ``(L, B, H)`` -> ``(output_t
+        (B, H), h_n (L, B, H))``. Taken only for inputs that :meth:`forward` would accept (anything else goes
+        there, for its checks and errors), on the CPU in float32 or float64, when no autograd graph is needed
+        (grad mode off, or nothing requires grad), no ``torch.func`` transform wraps a tensor and no dropout
+        falls between layers; ``engine="reference"`` keeps the cells. Every other engine gives the same step."""
+        weight = self.weight_ih_l0
+        if (
+            self.engine == "reference"
+            or self.bidirectional
+            or not isinstance(h := state, Tensor)
+            or x_t.dtype not in (torch.float32, torch.float64)
+            or not x_t.dtype == h.dtype == weight.dtype
+            or (self.engine == "onednn" and x_t.dtype != torch.float32)
+            or not (x_t.is_cpu and h.is_cpu and weight.is_cpu)
+            or x_t.dim() != 2
+            or x_t.shape[0] == 0
+            or x_t.shape[1] != self.input_size
+            or h.shape != (self.num_layers, x_t.shape[0], self.hidden_size)
+            or (self.training and self.dropout and self.num_layers > 1)
+        ):
+            return None
+        weights = [getattr(self, name, None) for name in _step_weight_names(self.num_layers)]
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x_t, h, *weights)):
+            return None
+        if recompute.is_transformed(x_t, h, *weights) or not native.available():
+            return None
+        return native.gru_step(x_t, h, weights, self.reset_after)
 
     # Interop -----------------------------------------------------------------------------------------------
     @classmethod

@@ -2,8 +2,8 @@ r"""Engine selection and the variable-length plumbing shared by the fast GRU eng
 
 Engines for the GRU (``engine=`` of :class:`grukit.nn.GRU`):
 
-- ``"onednn"``: oneDNN's fused GRU primitives (:mod:`grukit.ops.onednn`), float32 on the CPU;
-- ``"native"``: grukit's own fused kernel (:mod:`grukit.ops.native`), float32 and float64 on the CPU;
+- ``"onednn"``: oneDNN's fused GRU primitives (:mod:`grukit.ops.onednn`), float32 and bfloat16 on the CPU;
+- ``"native"``: grukit's own fused kernel (:mod:`grukit.ops.native`), float32, float64 and bfloat16 on the CPU;
 - ``"reference"``: the readable cells of :mod:`grukit.ops.reference`, any dtype and device, the oracle;
 - ``"auto"``: the fastest of these that is installed and runs the input's dtype and device. On CUDA it is
   torch's own fused GRU (cuDNN) for the reset-after form; cuDNN has no reset-before GRU, which stays on
@@ -29,7 +29,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from grukit.ops import native, onednn, reference
+from grukit.ops import autotune, native, onednn, reference
 
 GRU_ENGINES = ("auto", "onednn", "native", "reference")
 LSTM_ENGINES = ("auto", "torch", "reference")
@@ -45,12 +45,22 @@ def check_engine(owner: str, engine: object, choices: tuple[str, ...]) -> str:
     return engine
 
 
-def resolve_gru(engine: str, dtype: torch.dtype, device: torch.device, reset_after: bool = True) -> str:
+def resolve_gru(
+    engine: str,
+    dtype: torch.dtype,
+    device: torch.device,
+    reset_after: bool = True,
+    shape: tuple[int, int, int, int] | None = None,
+    training: bool = False,
+) -> str:
     """The engine that runs a GRU of this dtype and device when ``engine`` is asked for.
 
-    ``"auto"`` walks ``onednn -> native -> reference`` (``"torch"``, cuDNN, on CUDA). An explicit engine that
-    is not installed here falls back the same way (its build or load warned once); an explicit engine that
-    cannot run this dtype or device raises.
+    ``"auto"`` with a ``shape`` ``(batch, time, input, hidden)`` on the CPU takes the fastest installed engine
+    that runs ``dtype`` for that shape and ``training`` (:mod:`grukit.ops.autotune`: measured once per
+    machine and shape bucket, or a cost model with ``GRUKIT_AUTOTUNE=0``); without a shape it walks
+    ``onednn -> native -> reference`` (``"torch"``, cuDNN, on CUDA). An explicit engine that is not
+    installed here falls back the same way (its build or load warned once); an explicit engine that cannot
+    run this dtype or device raises.
     """
     device = torch.device(device)
     if engine == "reference":
@@ -63,15 +73,33 @@ def resolve_gru(engine: str, dtype: torch.dtype, device: torch.device, reset_aft
         if engine == "auto":
             return "reference"
         raise ValueError(f"GRU engine={engine!r} runs on the CPU; got a {device.type} input")
-    if engine == "onednn" and dtype != torch.float32:
-        raise ValueError(f"GRU engine='onednn' runs float32, got {dtype}; use engine='native' or 'auto'")
-    if engine == "native" and dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"GRU engine='native' runs float32 and float64, got {dtype}")
-    if engine in ("auto", "onednn") and dtype == torch.float32 and onednn.available():
+    if engine == "onednn" and dtype not in (torch.float32, torch.bfloat16):
+        raise ValueError(f"GRU engine='onednn' runs float32 and bfloat16, got {dtype}; use engine='native' or 'auto'")
+    if engine == "native" and dtype not in (torch.float32, torch.float64, torch.bfloat16):
+        raise ValueError(f"GRU engine='native' runs float32, float64 and bfloat16, got {dtype}")
+    if engine == "auto" and onednn.autocast_bf16(dtype):
+        dtype = torch.bfloat16  # float32 under bf16 autocast computes in bf16: choose as for bf16
+    if engine == "auto" and shape is not None:
+        return autotune.choose(_auto_candidates(dtype), shape, dtype, training, reset_after)
+    if engine in ("auto", "onednn") and dtype in (torch.float32, torch.bfloat16) and onednn.available():
         return "onednn"
-    if dtype in (torch.float32, torch.float64) and native.available():
+    if dtype in (torch.float32, torch.float64, torch.bfloat16) and native.available():
         return "native"
     return "reference"
+
+
+def _auto_candidates(dtype: torch.dtype) -> list[str]:
+    """The CPU engines ``auto`` chooses among for ``dtype``, default first: the fast engines that are installed
+    and run it (an explicit engine resolves to itself exactly then), and the reference when fewer than two
+    fast engines do."""
+    fast = []
+    for engine in ("onednn", "native"):
+        try:
+            if resolve_gru(engine, dtype, torch.device("cpu")) == engine:
+                fast.append(engine)
+        except ValueError:  # this engine does not run dtype
+            continue
+    return fast if len(fast) > 1 else [*fast, "reference"]
 
 
 def segment_bounds(sorted_lengths: Tensor, max_segments: int = MAX_SEGMENTS) -> list[int]:
@@ -129,6 +157,8 @@ def gru_direction(
         output, (h_n,) = torch_direction("gru", x, (h0,), weights, lengths, reverse)
         return output, h_n
     sequence = onednn.gru_sequence if engine == "onednn" else native.gru_sequence
+    if onednn.wants_bf16(x):  # bfloat16 under autocast: run_lengths builds the output in the batch's dtype
+        x = x.to(torch.bfloat16)
 
     def kernel(x_part: Tensor, h_part: Tensor) -> Tensor:
         return sequence(x_part, h_part, *weights, reset_after)

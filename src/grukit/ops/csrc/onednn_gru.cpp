@@ -1,10 +1,14 @@
 // grukit's binding to oneDNN's GRU primitives: lbr_gru (reset-after, PyTorch's GRU) and gru (reset-before).
 //
-// One layer, one direction (left to right) per call; grukit stacks layers and directions and handles
-// variable lengths in Python (grukit/ops/onednn.py). float32, time-major:
-//   x (T, B, I), h0 (B, H) -> y (T, B, H)
+// One primitive runs L stacked layers in D directions (D = 2: bidirectional_concat) over full-length
+// sequences; grukit picks L and D and handles variable lengths in Python (grukit/ops/onednn.py). Time-major:
+//   x (T, B, I), h0 (L, D, B, H) or (B, H) -> y (T, B, D*H), h_n (L, D, B, H)
 // Weights arrive in oneDNN's plain ldigo layout, gates in oneDNN's order u (update), r (reset), o (candidate):
-//   w_layer (I, 3H), w_iter (H, 3H), bias (4, H) for lbr_gru (b_u, b_r, b_o, b_u') or (3, H) for gru.
+//   w_layer (L, D, I, 3H) or (I, 3H), w_iter (L, D, H, 3H) or (H, 3H), bias (L, D, G, H) or (G, H) with G = 4 for
+//   lbr_gru (b_u, b_r, b_o, b_u') and 3 for gru. oneDNN's stacked layers all read I features: L > 1 needs
+//   I == H (and D = 1, since a bidirectional stack in oneDNN feeds each direction only its own outputs).
+// Data types: float32, or bfloat16 (x, h0, weights, y, h_n in bf16, bias f32, float32 accumulation). In the
+// backward every gradient is float32 (oneDNN's bf16 rule: all diff_* tensors are f32).
 // The primitives pick their preferred weight formats (format_tag::any); each call reorders the weights into
 // them (a read of the weights, ~1/(B·T) of the call's GEMM work).
 //
@@ -41,29 +45,34 @@ const dnnl::engine& cpu_engine() {
 }
 
 struct Shape {
-  int64_t steps, batch, input, hidden;
-  bool lbr, training;
+  int64_t steps, batch, input, hidden, layers, directions;
+  bool lbr, training, bf16;
   bool operator<(const Shape& o) const {
-    return std::tie(steps, batch, input, hidden, lbr, training) <
-           std::tie(o.steps, o.batch, o.input, o.hidden, o.lbr, o.training);
+    return std::tie(steps, batch, input, hidden, layers, directions, lbr, training, bf16) <
+           std::tie(o.steps, o.batch, o.input, o.hidden, o.layers, o.directions, o.lbr, o.training, o.bf16);
   }
 };
 
 struct Descs {
-  memory::desc src_layer, src_iter, weights_layer, weights_iter, bias, dst_layer;
+  memory::desc src_layer, src_iter, weights_layer, weights_iter, bias, dst_layer, dst_iter;
 };
 
-Descs plain_descs(const Shape& s, tag weights_tag) {
-  const int64_t gates = 3, bias_gates = s.lbr ? 4 : 3;
+// The plain layouts of one shape: `data` is the type of the activations and weights (f32 or bf16), the
+// bias is always f32; `data` = f32 also gives the backward's gradient descriptors.
+Descs plain_descs(const Shape& s, tag weights_tag, dt data) {
+  const int64_t gates = 3, bias_gates = s.lbr ? 4 : 3, L = s.layers, D = s.directions;
   return {
-      memory::desc({s.steps, s.batch, s.input}, dt::f32, tag::tnc),
-      memory::desc({1, 1, s.batch, s.hidden}, dt::f32, tag::ldnc),
-      memory::desc({1, 1, s.input, gates, s.hidden}, dt::f32, weights_tag),
-      memory::desc({1, 1, s.hidden, gates, s.hidden}, dt::f32, weights_tag),
-      memory::desc({1, 1, bias_gates, s.hidden}, dt::f32, tag::ldgo),
-      memory::desc({s.steps, s.batch, s.hidden}, dt::f32, tag::tnc),
+      memory::desc({s.steps, s.batch, s.input}, data, tag::tnc),
+      memory::desc({L, D, s.batch, s.hidden}, data, tag::ldnc),
+      memory::desc({L, D, s.input, gates, s.hidden}, data, weights_tag),
+      memory::desc({L, D, s.hidden, gates, s.hidden}, data, weights_tag),
+      memory::desc({L, D, bias_gates, s.hidden}, dt::f32, tag::ldgo),
+      memory::desc({s.steps, s.batch, D * s.hidden}, data, tag::tnc),
+      memory::desc({L, D, s.batch, s.hidden}, data, tag::ldnc),
   };
 }
+
+dt data_type(const Shape& s) { return s.bf16 ? dt::bf16 : dt::f32; }
 
 // Forward and backward primitive descriptors of one shape, for either GRU flavour. Copies share the
 // underlying oneDNN objects (reference-counted handles).
@@ -74,21 +83,23 @@ struct Primitives {
 
 template <typename Fwd, typename Bwd>
 Primitives make_primitives(const Shape& s) {
-  const auto plain = plain_descs(s, tag::ldigo);
-  const auto any = plain_descs(s, tag::any);  // only the weights' layout is left to oneDNN
+  const auto plain = plain_descs(s, tag::ldigo, data_type(s));
+  const auto any = plain_descs(s, tag::any, data_type(s));  // only the weights' layout is left to oneDNN
   const auto prop = s.training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
-  const auto dir = dnnl::rnn_direction::unidirectional_left2right;
+  const auto dir = s.directions == 2 ? dnnl::rnn_direction::bidirectional_concat
+                                     : dnnl::rnn_direction::unidirectional_left2right;
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   typename Fwd::primitive_desc fwd_pd(cpu_engine(), prop, dir, plain.src_layer, plain.src_iter, any.weights_layer,
-                                      any.weights_iter, plain.bias, plain.dst_layer, memory::desc(), attr);
+                                      any.weights_iter, plain.bias, plain.dst_layer, plain.dst_iter, attr);
   Primitives p{fwd_pd, {}, typename Fwd::primitive(fwd_pd), {}};
   if (s.training) {
+    const auto grad = plain_descs(s, tag::ldigo, dt::f32);
     typename Bwd::primitive_desc bwd_pd(cpu_engine(), dnnl::prop_kind::backward, dir, plain.src_layer,
                                         plain.src_iter, any.weights_layer, any.weights_iter, plain.bias,
-                                        plain.dst_layer, memory::desc(), plain.src_layer, plain.src_iter,
-                                        plain.weights_layer, plain.weights_iter, plain.bias, plain.dst_layer,
-                                        memory::desc(), fwd_pd, attr);
+                                        plain.dst_layer, plain.dst_iter, grad.src_layer, grad.src_iter,
+                                        grad.weights_layer, grad.weights_iter, grad.bias, grad.dst_layer,
+                                        grad.dst_iter, fwd_pd, attr);
     p.bwd_pd = bwd_pd;
     p.bwd = typename Bwd::primitive(bwd_pd);
   }
@@ -117,7 +128,7 @@ Primitives primitives(const Shape& s) {
 std::atomic<int64_t> forward_runs{0}, backward_runs{0};
 
 // `user` as memory in the layout `want`: itself when they agree, else a reordered copy owned by the caller.
-memory weights_as(const memory& user, const memory::desc& want, const dnnl::stream& stream) {
+memory reordered_as(const memory& user, const memory::desc& want, const dnnl::stream& stream) {
   if (user.get_desc() == want) return user;
   memory reordered(want, cpu_engine());
   dnnl::reorder(user, reordered).execute(stream, const_cast<memory&>(user), reordered);
@@ -133,9 +144,32 @@ at::Tensor scratchpad_for(const dnnl::primitive_desc& pd, const at::Tensor& like
   return at::empty({static_cast<int64_t>(pd.scratchpad_desc().get_size())}, like.options().dtype(at::kByte));
 }
 
-void check_f32_contiguous(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.scalar_type() == at::kFloat && t.is_contiguous() && t.device().is_cpu(), "onednn_gru: ", name,
-              " must be a contiguous float32 CPU tensor");
+void check_tensor(const at::Tensor& t, const char* name, at::ScalarType type) {
+  TORCH_CHECK(t.scalar_type() == type && t.is_contiguous() && t.device().is_cpu(), "onednn_gru: ", name,
+              " must be a contiguous ", c10::toString(type), " CPU tensor, got ", c10::toString(t.scalar_type()),
+              t.is_contiguous() ? "" : " (not contiguous)");
+}
+
+// The shape of a call from its tensors: weights (I, 3H) for one layer and direction, (L, D, I, 3H) for more.
+Shape shape_of(const at::Tensor& x, const at::Tensor& w_layer, const at::Tensor& w_iter, bool lbr, bool training) {
+  const bool stacked = w_layer.dim() == 4;
+  TORCH_CHECK(w_layer.dim() == (stacked ? 4 : 2) && w_iter.dim() == w_layer.dim() && x.dim() == 3,
+              "onednn_gru: expected x (T, B, I) and weights (I, 3H), (H, 3H) or (L, D, I, 3H), (L, D, H, 3H), got x ",
+              x.sizes(), ", w_layer ", w_layer.sizes(), ", w_iter ", w_iter.sizes());
+  const int64_t layers = stacked ? w_layer.size(0) : 1, directions = stacked ? w_layer.size(1) : 1;
+  const int64_t hidden = w_iter.size(-2);
+  TORCH_CHECK(w_layer.size(-2) == x.size(2) && w_layer.size(-1) == 3 * hidden && w_iter.size(-1) == 3 * hidden,
+              "onednn_gru: weights ", w_layer.sizes(), " and ", w_iter.sizes(), " do not fit an input of ", x.size(2),
+              " features");
+  TORCH_CHECK(layers == 1 || x.size(2) == hidden, "onednn_gru: stacked layers in one primitive need input size ",
+              x.size(2), " == hidden size ", hidden);
+  return {x.size(0), x.size(1), x.size(2), hidden, layers, directions, lbr, training,
+          x.scalar_type() == at::kBFloat16};
+}
+
+void check_state_shape(const at::Tensor& h, const Shape& s, const char* name) {
+  TORCH_CHECK(h.numel() == s.layers * s.directions * s.batch * s.hidden, "onednn_gru: ", name, " of shape ",
+              h.sizes(), " does not hold (", s.layers, ", ", s.directions, ", ", s.batch, ", ", s.hidden, ")");
 }
 
 // A forked child inherits the parent's OpenMP team as bookkeeping only (GNU OpenMP is not fork-safe): the
@@ -149,26 +183,31 @@ void follow_torch_threads() { omp_set_num_threads(forked_child ? 1 : at::get_num
 
 }  // namespace
 
-// Returns (y (T, B, H), workspace bytes; empty when not training).
+// Returns (y (T, B, D*H), h_n (L, D, B, H), workspace bytes; empty when not training). x, h0 and the weights
+// are all float32 or all bfloat16 (then y and h_n are bfloat16); the bias is float32.
 std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_layer,
                                 const at::Tensor& w_iter, const at::Tensor& bias, bool lbr, bool training) {
-  for (auto [t, name] : {std::pair{&x, "x"}, {&h0, "h0"}, {&w_layer, "w_layer"}, {&w_iter, "w_iter"},
-                         {&bias, "bias"}})
-    check_f32_contiguous(*t, name);
+  const auto data = x.scalar_type() == at::kBFloat16 ? at::kBFloat16 : at::kFloat;
+  for (auto [t, name] : {std::pair{&x, "x"}, {&h0, "h0"}, {&w_layer, "w_layer"}, {&w_iter, "w_iter"}})
+    check_tensor(*t, name, data);
+  check_tensor(bias, "bias", at::kFloat);
+  const Shape s = shape_of(x, w_layer, w_iter, lbr, training);
+  check_state_shape(h0, s, "h0");
   pybind11::gil_scoped_release no_gil;  // the arguments stay referenced by the caller's frame
   follow_torch_threads();
-  const Shape s{x.size(0), x.size(1), x.size(2), h0.size(1), lbr, training};
   const auto p = primitives(s);
-  const auto plain = plain_descs(s, tag::ldigo);
+  const auto plain = plain_descs(s, tag::ldigo, data_type(s));
   dnnl::stream stream(cpu_engine());
-  auto y = at::empty({s.steps, s.batch, s.hidden}, x.options());
+  auto y = at::empty({s.steps, s.batch, s.directions * s.hidden}, x.options());
+  auto h_n = at::empty({s.layers, s.directions, s.batch, s.hidden}, x.options());
   auto scratchpad = scratchpad_for(p.fwd_pd, x);
-  const auto wl = weights_as(wrap(plain.weights_layer, w_layer), p.fwd_pd.weights_desc(0), stream);
-  const auto wi = weights_as(wrap(plain.weights_iter, w_iter), p.fwd_pd.weights_desc(1), stream);
+  const auto wl = reordered_as(wrap(plain.weights_layer, w_layer), p.fwd_pd.weights_desc(0), stream);
+  const auto wi = reordered_as(wrap(plain.weights_iter, w_iter), p.fwd_pd.weights_desc(1), stream);
   std::unordered_map<int, memory> args{
       {DNNL_ARG_SRC_LAYER, wrap(plain.src_layer, x)}, {DNNL_ARG_SRC_ITER, wrap(plain.src_iter, h0)},
       {DNNL_ARG_WEIGHTS_LAYER, wl},  {DNNL_ARG_WEIGHTS_ITER, wi},
       {DNNL_ARG_BIAS, wrap(plain.bias, bias)}, {DNNL_ARG_DST_LAYER, wrap(plain.dst_layer, y)},
+      {DNNL_ARG_DST_ITER, wrap(plain.dst_iter, h_n)},
       {DNNL_ARG_SCRATCHPAD, wrap(p.fwd_pd.scratchpad_desc(), scratchpad)},
   };
   at::Tensor workspace = at::empty({0}, x.options().dtype(at::kByte));
@@ -180,34 +219,49 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& h0, const
   p.fwd.execute(stream, args);
   stream.wait();
   ++forward_runs;
-  return {y, workspace};
+  return {y, h_n, workspace};
 }
 
-// Returns (dx (T, B, I), dh0 (B, H), dw_layer (I, 3H) ldigo, dw_iter (H, 3H) ldigo, dbias (G, H)).
+// Returns float32 (dx (T, B, I), dh0 shaped as h0, dw_layer and dw_iter shaped as the weights (ldigo), dbias
+// shaped as the bias). dy (T, B, D*H) and dh_n (L, D, B, H) are float32; dh_n may be empty (no gradient of
+// h_n beyond the one through y).
 std::vector<at::Tensor> backward(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_layer,
                                  const at::Tensor& w_iter, const at::Tensor& bias, const at::Tensor& y,
-                                 const at::Tensor& dy, const at::Tensor& workspace, bool lbr) {
-  for (auto [t, name] : {std::pair{&x, "x"}, {&h0, "h0"}, {&w_layer, "w_layer"}, {&w_iter, "w_iter"},
-                         {&bias, "bias"}, {&y, "y"}, {&dy, "dy"}})
-    check_f32_contiguous(*t, name);
+                                 const at::Tensor& h_n, const at::Tensor& dy, const at::Tensor& dh_n,
+                                 const at::Tensor& workspace, bool lbr) {
+  const auto data = x.scalar_type() == at::kBFloat16 ? at::kBFloat16 : at::kFloat;
+  for (auto [t, name] : {std::pair{&x, "x"}, {&h0, "h0"}, {&w_layer, "w_layer"}, {&w_iter, "w_iter"}, {&y, "y"},
+                         {&h_n, "h_n"}})
+    check_tensor(*t, name, data);
+  check_tensor(bias, "bias", at::kFloat);
+  check_tensor(dy, "dy", at::kFloat);
+  const Shape s = shape_of(x, w_layer, w_iter, lbr, true);
+  check_state_shape(h0, s, "h0");
+  check_state_shape(h_n, s, "h_n");
+  if (dh_n.numel()) {
+    check_tensor(dh_n, "dh_n", at::kFloat);
+    check_state_shape(dh_n, s, "dh_n");
+  }
   pybind11::gil_scoped_release no_gil;
   follow_torch_threads();
-  const Shape s{x.size(0), x.size(1), x.size(2), h0.size(1), lbr, true};
   const auto p = primitives(s);
-  const auto plain = plain_descs(s, tag::ldigo);
+  const auto plain = plain_descs(s, tag::ldigo, data_type(s));
+  const auto grad = plain_descs(s, tag::ldigo, dt::f32);
   const auto ws_desc = p.bwd_pd.workspace_desc();
   TORCH_CHECK(workspace.scalar_type() == at::kByte && workspace.is_contiguous() &&
                   static_cast<size_t>(workspace.numel()) == ws_desc.get_size(),
               "onednn_gru: the workspace does not come from a training forward of this shape");
   dnnl::stream stream(cpu_engine());
   auto scratchpad = scratchpad_for(p.bwd_pd, x);
-  const auto wl = weights_as(wrap(plain.weights_layer, w_layer), p.bwd_pd.weights_desc(0), stream);
-  const auto wi = weights_as(wrap(plain.weights_iter, w_iter), p.bwd_pd.weights_desc(1), stream);
-  auto dx = at::empty_like(x);
-  auto dh0 = at::empty_like(h0);
+  const auto wl = reordered_as(wrap(plain.weights_layer, w_layer), p.bwd_pd.weights_desc(0), stream);
+  const auto wi = reordered_as(wrap(plain.weights_iter, w_iter), p.bwd_pd.weights_desc(1), stream);
+  const auto f32 = x.options().dtype(at::kFloat);
+  auto dx = at::empty(x.sizes(), f32);
+  auto dh0 = at::empty(h0.sizes(), f32);
+  const auto dh_last = dh_n.numel() ? dh_n : at::zeros(h_n.sizes(), f32);
   // oneDNN accumulates into the weight and bias gradients.
-  auto dw_layer = at::zeros_like(w_layer);
-  auto dw_iter = at::zeros_like(w_iter);
+  auto dw_layer = at::zeros(w_layer.sizes(), f32);
+  auto dw_iter = at::zeros(w_iter.sizes(), f32);
   auto dbias = at::zeros_like(bias);
   std::unordered_map<int, memory> args{
       {DNNL_ARG_SRC_LAYER, wrap(plain.src_layer, x)},
@@ -216,13 +270,15 @@ std::vector<at::Tensor> backward(const at::Tensor& x, const at::Tensor& h0, cons
       {DNNL_ARG_WEIGHTS_ITER, wi},
       {DNNL_ARG_BIAS, wrap(plain.bias, bias)},
       {DNNL_ARG_DST_LAYER, wrap(plain.dst_layer, y)},
-      {DNNL_ARG_DIFF_DST_LAYER, wrap(plain.dst_layer, dy)},
+      {DNNL_ARG_DST_ITER, wrap(plain.dst_iter, h_n)},
+      {DNNL_ARG_DIFF_DST_LAYER, wrap(grad.dst_layer, dy)},
+      {DNNL_ARG_DIFF_DST_ITER, wrap(grad.dst_iter, dh_last)},
       {DNNL_ARG_WORKSPACE, wrap(ws_desc, workspace)},
-      {DNNL_ARG_DIFF_SRC_LAYER, wrap(plain.src_layer, dx)},
-      {DNNL_ARG_DIFF_SRC_ITER, wrap(plain.src_iter, dh0)},
-      {DNNL_ARG_DIFF_WEIGHTS_LAYER, wrap(plain.weights_layer, dw_layer)},
-      {DNNL_ARG_DIFF_WEIGHTS_ITER, wrap(plain.weights_iter, dw_iter)},
-      {DNNL_ARG_DIFF_BIAS, wrap(plain.bias, dbias)},
+      {DNNL_ARG_DIFF_SRC_LAYER, wrap(grad.src_layer, dx)},
+      {DNNL_ARG_DIFF_SRC_ITER, wrap(grad.src_iter, dh0)},
+      {DNNL_ARG_DIFF_WEIGHTS_LAYER, wrap(grad.weights_layer, dw_layer)},
+      {DNNL_ARG_DIFF_WEIGHTS_ITER, wrap(grad.weights_iter, dw_iter)},
+      {DNNL_ARG_DIFF_BIAS, wrap(grad.bias, dbias)},
       {DNNL_ARG_SCRATCHPAD, wrap(p.bwd_pd.scratchpad_desc(), scratchpad)},
   };
   p.bwd.execute(stream, args);
@@ -236,15 +292,141 @@ std::string version() {
   return std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch);
 }
 
+// The instruction set oneDNN dispatches to on this CPU, as oneDNN names it ("avx512_core_amx", "avx2", ...).
+std::string cpu_isa() {
+  switch (dnnl::get_effective_cpu_isa()) {
+    case dnnl::cpu_isa::sse41: return "sse41";
+    case dnnl::cpu_isa::avx: return "avx";
+    case dnnl::cpu_isa::avx2: return "avx2";
+    case dnnl::cpu_isa::avx2_vnni: return "avx2_vnni";
+    case dnnl::cpu_isa::avx2_vnni_2: return "avx2_vnni_2";
+    case dnnl::cpu_isa::avx512_core: return "avx512_core";
+    case dnnl::cpu_isa::avx512_core_vnni: return "avx512_core_vnni";
+    case dnnl::cpu_isa::avx512_core_bf16: return "avx512_core_bf16";
+    case dnnl::cpu_isa::avx512_core_fp16: return "avx512_core_fp16";
+    case dnnl::cpu_isa::avx512_core_amx: return "avx512_core_amx";
+    case dnnl::cpu_isa::avx512_core_amx_fp16: return "avx512_core_amx_fp16";
+    default: return "default";
+  }
+}
+
 // The OpenMP team size oneDNN's next primitive will use on this thread.
 int64_t openmp_threads() { return omp_get_max_threads(); }
 
 std::tuple<int64_t, int64_t> runs() { return {forward_runs.load(), backward_runs.load()}; }
 
+// int8 inference of the reset-before GRU, one layer and direction: oneDNN's `gru` with u8 activations and s8
+// weights (oneDNN 3.2 has no int8 `lbr_gru`, the reset-after form). Activations are quantised with one scale
+// and shift for the input and the states, x_u8 = round(data_scale · x + data_shift); weights with one scale per
+// gate and output channel, w_s8 = round(weights_scales[g, o] · w), shared by w_layer and w_iter:
+//   x_u8 (T, B, I) uint8, h0 (B, H) f32, w_layer (I, 3H) and w_iter (H, 3H) f32 ldigo (gates u, r, o),
+//   bias (3, H) f32, weights_scales (3H,) f32 (or (1,): one scale) -> y (T, B, H) f32.
+// The primitive depends on the scales, so the cache is keyed on them; the weights reorder to s8 on every call.
+namespace {
+
+struct Int8Key {
+  int64_t steps, batch, input, hidden;
+  float data_scale, data_shift;
+  std::vector<float> weights_scales;
+  bool operator<(const Int8Key& o) const {
+    return std::tie(steps, batch, input, hidden, data_scale, data_shift, weights_scales) <
+           std::tie(o.steps, o.batch, o.input, o.hidden, o.data_scale, o.data_shift, o.weights_scales);
+  }
+};
+
+struct Int8Primitives {
+  dnnl::gru_forward::primitive_desc pd;
+  dnnl::gru_forward fwd;
+  dnnl::reorder::primitive_desc layer_pd, iter_pd;  // f32 -> s8 weights, with user scratchpads as well
+  dnnl::primitive to_weights_layer, to_weights_iter;
+};
+
+at::Tensor reorder_scratchpad(const dnnl::reorder::primitive_desc& pd, const at::Tensor& like) {
+  return at::empty({static_cast<int64_t>(pd.scratchpad_desc().get_size())}, like.options().dtype(at::kByte));
+}
+
+Int8Primitives int8_primitives(const Int8Key& k) {
+  static auto* mutex = new std::mutex();
+  static auto* cache = new std::map<Int8Key, Int8Primitives>();  // never destroyed: see the file comment
+  std::lock_guard<std::mutex> lock(*mutex);
+  auto it = cache->find(k);
+  if (it != cache->end()) return it->second;
+  if (cache->size() >= kMaxPrimitives) cache->clear();
+  const memory::desc src({k.steps, k.batch, k.input}, dt::u8, tag::tnc),
+      src_iter({1, 1, k.batch, k.hidden}, dt::f32, tag::ldnc),
+      weights_layer({1, 1, k.input, 3, k.hidden}, dt::s8, tag::any),
+      weights_iter({1, 1, k.hidden, 3, k.hidden}, dt::s8, tag::any),
+      bias({1, 1, 3, k.hidden}, dt::f32, tag::ldgo), dst({k.steps, k.batch, k.hidden}, dt::f32, tag::tnc);
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  attr.set_rnn_data_qparams(k.data_scale, k.data_shift);
+  // Mask bits of the weights' logical dims (l, d, i, g, o): 3 and 4 give one scale per gate and channel.
+  attr.set_rnn_weights_qparams(k.weights_scales.size() == 1 ? 0 : (1 << 3) | (1 << 4), k.weights_scales);
+  dnnl::gru_forward::primitive_desc pd(cpu_engine(), dnnl::prop_kind::forward_inference,
+                                       dnnl::rnn_direction::unidirectional_left2right, src, src_iter, weights_layer,
+                                       weights_iter, bias, dst, memory::desc(), attr);
+  // The f32 -> s8 weights reorders quantise with the same scales and compute oneDNN's shift compensation.
+  const memory::desc plain_layer({1, 1, k.input, 3, k.hidden}, dt::f32, tag::ldigo),
+      plain_iter({1, 1, k.hidden, 3, k.hidden}, dt::f32, tag::ldigo);
+  dnnl::reorder::primitive_desc layer_pd(cpu_engine(), plain_layer, cpu_engine(), pd.weights_desc(0), attr),
+      iter_pd(cpu_engine(), plain_iter, cpu_engine(), pd.weights_desc(1), attr);
+  Int8Primitives p{pd, dnnl::gru_forward(pd), layer_pd, iter_pd, dnnl::reorder(layer_pd), dnnl::reorder(iter_pd)};
+  return cache->emplace(k, p).first->second;
+}
+
+}  // namespace
+
+at::Tensor forward_int8(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_layer,
+                        const at::Tensor& w_iter, const at::Tensor& bias, const at::Tensor& weights_scales,
+                        double data_scale, double data_shift) {
+  check_tensor(x, "x", at::kByte);
+  for (auto [t, name] : {std::pair{&h0, "h0"}, {&w_layer, "w_layer"}, {&w_iter, "w_iter"}, {&bias, "bias"},
+                         {&weights_scales, "weights_scales"}})
+    check_tensor(*t, name, at::kFloat);
+  TORCH_CHECK(x.dim() == 3 && h0.dim() == 2 && w_layer.dim() == 2 && w_iter.dim() == 2 &&
+                  w_layer.size(0) == x.size(2) && w_layer.size(1) == 3 * h0.size(1) &&
+                  w_iter.size(0) == h0.size(1) && w_iter.size(1) == 3 * h0.size(1) && h0.size(0) == x.size(1) &&
+                  bias.numel() == 3 * h0.size(1) &&
+                  (weights_scales.numel() == 1 || weights_scales.numel() == 3 * h0.size(1)),
+              "onednn_gru.forward_int8: expected x (T, B, I), h0 (B, H), w_layer (I, 3H), w_iter (H, 3H), ",
+              "bias (3, H), weights_scales (3H,) or (1,), got x ", x.sizes(), ", h0 ", h0.sizes(), ", w_layer ",
+              w_layer.sizes(), ", w_iter ", w_iter.sizes(), ", bias ", bias.sizes(), ", weights_scales ",
+              weights_scales.sizes());
+  const float* scales = weights_scales.data_ptr<float>();
+  const Int8Key k{x.size(0), x.size(1), x.size(2), h0.size(1), static_cast<float>(data_scale),
+                  static_cast<float>(data_shift), std::vector<float>(scales, scales + weights_scales.numel())};
+  pybind11::gil_scoped_release no_gil;
+  follow_torch_threads();
+  const auto p = int8_primitives(k);
+  dnnl::stream stream(cpu_engine());
+  const memory::desc plain_layer({1, 1, k.input, 3, k.hidden}, dt::f32, tag::ldigo),
+      plain_iter({1, 1, k.hidden, 3, k.hidden}, dt::f32, tag::ldigo);
+  memory weights_layer(p.pd.weights_desc(0), cpu_engine()), weights_iter(p.pd.weights_desc(1), cpu_engine());
+  auto layer_scratchpad = reorder_scratchpad(p.layer_pd, h0), iter_scratchpad = reorder_scratchpad(p.iter_pd, h0);
+  p.to_weights_layer.execute(stream, {{DNNL_ARG_FROM, wrap(plain_layer, w_layer)}, {DNNL_ARG_TO, weights_layer},
+                                      {DNNL_ARG_SCRATCHPAD, wrap(p.layer_pd.scratchpad_desc(), layer_scratchpad)}});
+  p.to_weights_iter.execute(stream, {{DNNL_ARG_FROM, wrap(plain_iter, w_iter)}, {DNNL_ARG_TO, weights_iter},
+                                     {DNNL_ARG_SCRATCHPAD, wrap(p.iter_pd.scratchpad_desc(), iter_scratchpad)}});
+  auto y = at::empty({k.steps, k.batch, k.hidden}, h0.options());
+  auto scratchpad = scratchpad_for(p.pd, h0);
+  p.fwd.execute(stream, {{DNNL_ARG_SRC_LAYER, wrap(p.pd.src_desc(0), x)},
+                         {DNNL_ARG_SRC_ITER, wrap(p.pd.src_desc(1), h0)},
+                         {DNNL_ARG_WEIGHTS_LAYER, weights_layer},
+                         {DNNL_ARG_WEIGHTS_ITER, weights_iter},
+                         {DNNL_ARG_BIAS, wrap(p.pd.weights_desc(2), bias)},
+                         {DNNL_ARG_DST_LAYER, wrap(p.pd.dst_desc(0), y)},
+                         {DNNL_ARG_SCRATCHPAD, wrap(p.pd.scratchpad_desc(), scratchpad)}});
+  stream.wait();
+  ++forward_runs;
+  return y;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward", &forward, "GRU forward over one layer and direction");
-  m.def("backward", &backward, "GRU backward over one layer and direction");
+  m.def("forward", &forward, "GRU forward over L layers and D directions in one primitive");
+  m.def("backward", &backward, "GRU backward over L layers and D directions in one primitive");
   m.def("version", &version, "the oneDNN runtime's version");
+  m.def("cpu_isa", &cpu_isa, "the instruction set oneDNN dispatches to on this CPU");
   m.def("openmp_threads", &openmp_threads, "OpenMP threads oneDNN runs on from this thread");
   m.def("runs", &runs, "(forward, backward) primitive runs in this process");
+  m.def("forward_int8", &forward_int8, "int8 inference of a reset-before GRU layer and direction");
 }
