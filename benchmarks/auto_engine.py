@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.gru_speed import CASES, CONFIGS
+from benchmarks.gru_speed import CASES, CONFIGS, case_input
 from benchmarks.machine import describe, machine_line
 from grukit.nn import GRU
 from grukit.ops import autotune
@@ -63,14 +63,9 @@ def interleaved(runs: dict[str, Callable[[], None]], repeats: int) -> dict[str, 
 
 def measure_case(case: str, training: bool, repeats: int) -> dict:
     """Times of the engines and ``auto`` at ``case``, the choice ``auto`` made and its ratio to the best."""
-    config, layers, bidirectional, with_lengths = CASES[case]
+    config, layers, bidirectional, _ = CASES[case]
     batch, steps, input_size, hidden = CONFIGS[config]
-    torch.manual_seed(0)
-    x = torch.randn(batch, steps, input_size)
-    lengths = None
-    if with_lengths:
-        lengths = torch.randint(steps // 4, steps + 1, (batch,), generator=torch.Generator().manual_seed(1))
-        lengths[0] = steps
+    x, lengths = case_input(case)
     models = {}
     for engine in (*ENGINES, "auto"):
         models[engine] = GRU(input_size, hidden, num_layers=layers, bidirectional=bidirectional, engine=engine)

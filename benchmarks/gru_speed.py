@@ -66,8 +66,15 @@ LOW_PRECISION_CASES = {"c1", "c2", "c3", "c4"}  # bf16 and int8 contenders: one 
 MEMORY_CASES = ("c1", "c2")
 BASELINE = "torch.nn.GRU"
 MARK_START, MARK_END = "<!-- gru_speed:start -->", "<!-- gru_speed:end -->"
-AUTOCAST_BF16 = "grukit onednn bf16 (autocast)"
-MODULE_BF16 = "grukit onednn bf16"
+BF16_ENGINES = ("auto", "onednn", "native")  # each under bfloat16 autocast with float32 master weights
+
+
+def autocast_name(engine: str) -> str:
+    return f"grukit {engine} bf16 (autocast)"
+
+
+AUTOCAST_BF16 = autocast_name("auto")  # what a user of precision="bf16" gets
+MODULE_BF16 = "grukit auto bf16"  # the module and its input cast to bfloat16
 
 
 # Machine ---------------------------------------------------------------------------------------------------
@@ -174,11 +181,12 @@ def low_precision_contenders(
     those this grukit or CPU cannot run.
 
     - ``torch.nn.GRU bf16`` / ``torch.nn.LSTM bf16``: the modules and the input cast to bfloat16;
-    - ``grukit onednn bf16 (autocast)``: the float32 GRU under ``torch.autocast("cpu", dtype=torch.bfloat16)``
-      with a float32 input (float32 master weights: mixed-precision training); measured only if its output
-      is bfloat16, i.e. autocast reached a bfloat16 engine;
-    - ``grukit onednn bf16``: the GRU and its input cast to bfloat16, measured when ``engine="onednn"`` takes
-      bfloat16 (not the reference cells);
+    - ``grukit {auto,onednn,native} bf16 (autocast)``: the float32 GRU on that engine under
+      ``torch.autocast("cpu", dtype=torch.bfloat16)`` with a float32 input (float32 master weights:
+      mixed-precision training); measured only if its output is bfloat16, i.e. autocast reached a bfloat16
+      engine;
+    - ``grukit auto bf16``: the GRU and its input cast to bfloat16, measured when ``auto`` takes bfloat16 to a
+      fused engine (not the reference cells);
     - ``grukit int8``: ``grukit.nn.quantize_int8(GRU)``, inference only, when grukit has it.
     """
     x16 = x.to(torch.bfloat16)  # (B, T, I), a leaf of its own
@@ -195,25 +203,31 @@ def low_precision_contenders(
         f"no bfloat16 instructions for oneDNN here (ISA {isa}): grukit's engine computes in float32"
     )
 
-    mixed = GRU.from_torch(baseline)
-    mixed.engine = "onednn"
+    for engine in BF16_ENGINES:
+        name = autocast_name(engine)
+        mixed = GRU.from_torch(baseline)
+        mixed.engine = engine
 
-    def autocast_forward() -> Tensor:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            return mixed(x)[0]
+        def autocast_forward(module: GRU = mixed) -> Tensor:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return module(x)[0]
 
-    with torch.no_grad():
-        try:
-            output_dtype = autocast_forward().dtype
-        except (RuntimeError, ValueError) as error:  # a binding without bfloat16, or one being rebuilt
-            output_dtype, missing[AUTOCAST_BF16] = None, f"failed under autocast: {error}"
-    if output_dtype == torch.bfloat16:
-        contenders[AUTOCAST_BF16] = Contender(autocast_forward, x, "bfloat16", note=fallback)
-    elif output_dtype is not None:
-        missing[AUTOCAST_BF16] = f"under bfloat16 autocast grukit's engine ran {output_dtype} (no bfloat16 path)"
+        with torch.no_grad():
+            try:
+                output_dtype = autocast_forward().dtype
+            except (RuntimeError, ValueError) as error:  # a binding without bfloat16, or one being rebuilt
+                output_dtype, missing[name] = None, f"failed under autocast: {error}"
+        def autocast_engine(training: bool, module: GRU = mixed) -> str:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return chosen_engine(module, x, training)
+
+        if output_dtype == torch.bfloat16:
+            chosen = autocast_engine if engine == "auto" else None
+            contenders[name] = Contender(autocast_forward, x, "bfloat16", note=fallback, engine=chosen)
+        elif output_dtype is not None:
+            missing[name] = f"under bfloat16 autocast grukit's engine ran {output_dtype} (no bfloat16 path)"
 
     low = GRU.from_torch(baseline).to(torch.bfloat16)
-    low.engine = "onednn"
     try:
         engine = low.resolved_engine()
     except ValueError as error:
@@ -222,7 +236,9 @@ def low_precision_contenders(
         if engine == "reference":
             missing[MODULE_BF16] = "bfloat16 runs on the reference cells here (too slow to time)"
         else:
-            contenders[MODULE_BF16] = Contender(lambda: low(x16)[0], x16, "bfloat16", note=fallback)
+            contenders[MODULE_BF16] = Contender(
+                lambda: low(x16)[0], x16, "bfloat16", note=fallback, engine=lambda t: chosen_engine(low, x16, t)
+            )
 
     quantize_int8 = getattr(grukit.nn, "quantize_int8", None)
     if quantize_int8 is None:
@@ -233,6 +249,20 @@ def low_precision_contenders(
     return contenders, missing
 
 
+def case_input(case: str) -> tuple[Tensor, Tensor | None]:
+    """The case's batch-first input ``x`` ``(B, T, I)`` (seed 0) and, for the lengths cases, ``lengths`` ``(B,)``
+    drawn uniformly from ``[T/4, T]`` with the first sequence full-length; else ``None``."""
+    config, _, _, with_lengths = CASES[case]
+    batch, steps, input_size, _ = CONFIGS[config]
+    torch.manual_seed(0)
+    x = torch.randn(batch, steps, input_size)
+    lengths = None
+    if with_lengths:
+        lengths = torch.randint(steps // 4, steps + 1, (batch,), generator=torch.Generator().manual_seed(1))
+        lengths[0] = steps
+    return x, lengths
+
+
 def build_contenders(
     case: str, with_keras: bool, isa: str | None = None
 ) -> tuple[dict[str, Contender], dict, dict[str, str]]:
@@ -241,12 +271,7 @@ def build_contenders(
     bfloat16 and int8 contenders in :data:`LOW_PRECISION_CASES`."""
     config, layers, bidirectional, with_lengths = CASES[case]
     batch, steps, input_size, hidden = CONFIGS[config]
-    torch.manual_seed(0)
-    x = torch.randn(batch, steps, input_size)
-    lengths = None
-    if with_lengths:
-        lengths = torch.randint(steps // 4, steps + 1, (batch,), generator=torch.Generator().manual_seed(1))
-        lengths[0] = steps
+    x, lengths = case_input(case)
     kwargs = dict(num_layers=layers, bidirectional=bidirectional, batch_first=True)
     baseline = torch.nn.GRU(input_size, hidden, **kwargs)
     lstm = torch.nn.LSTM(input_size, hidden, **kwargs)

@@ -136,6 +136,21 @@ def test_inference_only_training_mode_and_gradients_raise_clear_errors():
         quantize_int8(GRU(4, 8), backend="cuda")
 
 
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_empty_batches_run_and_non_finite_inputs_raise_instead_of_giving_numbers(reset_after):
+    quantized = quantize_int8(GRU(4, 8, num_layers=2, bidirectional=True, reset_after=reset_after))
+    output, h_n = quantized(torch.randn(0, 3, 4))
+    assert output.shape == (0, 3, 16) and h_n.shape == (4, 0, 8)
+    x = torch.randn(2, 3, 4)
+    x[1, 2, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite values in its input"):
+        quantized(x)
+    h0 = torch.zeros(4, 2, 8)
+    h0[0, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match="NaN or infinite values in its h0"):
+        quantized(torch.randn(2, 3, 4), h0)
+
+
 def test_int8_copies_are_not_saved_and_are_rebuilt_from_the_float_checkpoint(tmp_path):
     seed_everything(0)
     model = Sequential([Embedding(20, 8, mask_zero=True), KerasGRU(12, return_sequences=True), Dense(3)])

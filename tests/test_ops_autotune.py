@@ -166,8 +166,9 @@ def test_threads_share_one_calibration(tuned, fake_timer):
                     "choices": {f"b4-t8-i4-h8-float32-inference-reset_after-threads{THREADS}-onednn+native": {
                         "engine": "native"}}}),
         "MACHINE",  # this machine's file, with an entry naming an engine that is not a candidate
+        "[" * 100_000 + "]" * 100_000,  # nested deeper than json's recursion limit
     ],
-    ids=["corrupt", "not-an-object", "another-machine", "unknown-engine"],
+    ids=["corrupt", "not-an-object", "another-machine", "unknown-engine", "too-deep"],
 )
 def test_a_corrupt_or_foreign_cache_file_is_ignored_and_rewritten(tuned, fake_timer, content):
     timings, _ = fake_timer

@@ -237,16 +237,43 @@ def test_native_under_autocast_runs_bf16_and_matches_a_bf16_module(reset_after):
         assert relative_error(p.grad, q.grad.double()) < 2e-2, name
 
 
-def test_native_single_steps_under_autocast_keep_their_float32_gemms():
-    """A single step at batch > 8 runs the sequence kernel at T = 1: autocast must not recast its float32
-    GEMMs to bf16 (it crashed with "expected scalar type Float but found BFloat16")."""
+@pytest.mark.parametrize("batch", [1, 12])
+def test_single_steps_under_autocast_compute_in_bf16_as_sequences_do(batch):
+    """Under bf16 autocast a length-1 forward and ``step`` give bf16, as a longer sequence does (single steps
+    used to stay float32 there), and at batch > 8 the native kernel's GEMMs no longer crash ("expected scalar
+    type Float but found BFloat16")."""
     torch.manual_seed(0)
     model = GRU(8, 16, num_layers=2, engine="native").eval()
-    x = torch.randn(12, 1, 8)
+    x = torch.randn(batch, 1, 8)  # (B, T = 1, I)
     with torch.no_grad():
-        expected, expected_h_n = model(x)
+        exact, _ = model(x)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             output, h_n = model(x)
-    assert output.dtype == torch.float32
-    torch.testing.assert_close(output, expected)
-    torch.testing.assert_close(h_n, expected_h_n)
+            stepped, stepped_h = model.step(x[:, 0])
+            longer, _ = model(x.repeat(1, 2, 1))
+    assert output.dtype == h_n.dtype == stepped.dtype == stepped_h.dtype == longer.dtype == torch.bfloat16
+    torch.testing.assert_close(stepped, output[:, 0], rtol=0, atol=0)
+    torch.testing.assert_close(stepped_h, h_n, rtol=0, atol=0)
+    torch.testing.assert_close(longer[:, 0], output[:, 0], rtol=0, atol=0)
+    assert 0 < relative_error(output, exact.double()) < 2e-2  # bf16-sized, not float32's
+
+
+@pytest.mark.parametrize("engine", ["onednn", "native"])
+def test_under_autocast_the_bf16_state_of_one_call_starts_the_next(engine):
+    """Under autocast ``h_n`` is bf16 while the input stays float32: feeding it back (truncated backprop,
+    chunked streams) must run and equal one call over the whole sequence (it raised a dtype error)."""
+    torch.manual_seed(0)
+    model = GRU(4, 8, num_layers=2, engine=engine)
+    x = torch.randn(3, 6, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        whole, whole_h_n = model(x)
+        first, h = model(x[:, :3])
+        assert h.dtype == torch.bfloat16
+        second, h_n = model(x[:, 3:], h)
+        with torch.no_grad():
+            _, stepped_h = model.step(x[:, 3], h)  # a single step from a bf16 state
+    torch.testing.assert_close(torch.cat([first, second], 1), whole, rtol=0, atol=0)
+    torch.testing.assert_close(h_n, whole_h_n, rtol=0, atol=0)
+    assert stepped_h.shape == (2, 3, 8)
+    with pytest.raises(TypeError, match="h0 of dtype torch.float32"):  # outside autocast it stays an error
+        model(x, h.detach())

@@ -105,6 +105,8 @@ class QuantizedGRU(RecurrentBase):
         return super()._check_input(x)
 
     def _run_direction(self, x, state, layer, direction, lengths):
+        if x.shape[1] == 0:  # an empty batch: nothing to run (the int8 kernels refuse empty tensors)
+            return x.new_zeros(x.shape[0], 0, self.hidden_size), (state[0],)
         kernel = self.directions[layer * self.num_directions + direction]
         out, h_n = int8.gru_direction(kernel, x, state[0], lengths, reverse=direction == 1)
         return out, (h_n,)
@@ -114,6 +116,10 @@ class QuantizedGRU(RecurrentBase):
     ) -> tuple[Tensor | PackedSequence, Tensor]:
         """Returns ``(output, h_n)`` with :class:`grukit.nn.GRU`'s shapes; inference only."""
         _check_inference("QuantizedGRU", self, x.data if isinstance(x, PackedSequence) else x, h0)
+        for name, tensor in (("input", x.data if isinstance(x, PackedSequence) else x), ("h0", h0)):
+            if isinstance(tensor, Tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise ValueError(f"QuantizedGRU got NaN or infinite values in its {name}; int8 quantisation "
+                                 "needs finite values (the float model would return NaN)")
         output, (h_n,) = self._forward(x, None if h0 is None else (h0,), lengths)
         return output, h_n
 

@@ -312,6 +312,8 @@ class RecurrentBase(nn.Module):
                 f"{name} expected {what} of shape {expected} (num_layers * num_directions, "
                 f"{'' if unbatched else 'batch, '}{described}), got {got}"
             )
+        if state.dtype != x.dtype and onednn.autocast_bf16(x.dtype) and state.dtype == torch.bfloat16:
+            state = state.to(x.dtype)  # h_n of an earlier call under the same autocast: it computes in bf16 anyway
         if state.dtype != x.dtype:
             raise DTypeError(f"{name} expected {what} of dtype {x.dtype} (the input's), got {state.dtype}")
         if state.device != x.device:
@@ -589,6 +591,7 @@ class GRU(RecurrentBase):
             or self.bidirectional
             or not isinstance(h := state, Tensor)
             or x_t.dtype not in (torch.float32, torch.float64)
+            or onednn.wants_bf16(x_t)  # under bf16 autocast a step computes in bf16, as sequences do
             or not x_t.dtype == h.dtype == weight.dtype
             or (self.engine == "onednn" and x_t.dtype != torch.float32)
             or not (x_t.is_cpu and h.is_cpu and weight.is_cpu)

@@ -54,7 +54,9 @@ except ImportError:  # Windows: no advisory locks; os.replace still keeps the fi
     fcntl = None
 
 ENV_SWITCH = "GRUKIT_AUTOTUNE"
-CALIBRATION_SECONDS = 1.2  # what the timed repeats of one calibration aim to cost, all candidates together
+CALIBRATION_SECONDS = 4.0  # what the timed repeats of one calibration aim to cost, all candidates together
+# (long enough to time most shapes at their full length: a per-step cost measured on short sequences
+# underestimates an engine whose saved tensors outgrow the caches at the full length)
 REPEATS = 3
 PROBE_STEPS = 8  # the shorter of the two sequence lengths timed, and that of the warm-up
 MARGIN = 0.03  # how much faster than the cost model's choice another engine must measure to replace it
@@ -289,7 +291,7 @@ def _read(path: Path, described: dict[str, str]) -> dict[str, dict]:
     """The choices in ``path``; empty when the file is missing, corrupt or written for another machine."""
     try:
         content = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: nesting too deep for the parser
         return {}
     if not (isinstance(content, dict) and content.get("format") == FORMAT and content.get("version") == VERSION
             and content.get("machine") == described and isinstance(content.get("choices"), dict)):

@@ -299,6 +299,10 @@ constexpr int64_t kUnitBlock = 32;
 // Weights below this many bytes (about a quarter of one core's L2) take less time to read than waking a second
 // thread costs: one thread runs them.
 constexpr int64_t kParallelBytes = 512 * 1024;
+// Above this many bytes of the stack's weights (about one core's L2) they stream from L3 or memory on every
+// step, where MKL's GEMV reads faster than the dot products below (measured at hidden 512 and 1024, and two
+// layers of 256, on 1 and 2 threads): such stacks run the sequence kernel at T = 1.
+constexpr int64_t kStreamBytes = 2 * 1024 * 1024;
 
 // s[r] = w[r] · v for rows w[0 .. R), R <= 6, each of length n. Several rows at once give the FMA units
 // independent chains of additions: one row alone is bound by the latency of its single accumulator.
@@ -433,7 +437,8 @@ const T* data_or_null(const c10::optional<at::Tensor>& t) {
 // One step of a stack of L left-to-right GRU layers, inference only (no autograd graph):
 //   x (B, I), h (L, B, H), weights = [w_ih, w_hh, b_ih, b_hh] per layer (biases None when absent)
 //   -> (output (B, H), h_n (L, B, H)); layer l reads layer l - 1's new state, output equals h_n[L - 1].
-// Batches up to kMaxStepBatch run the weight-streaming kernel above, larger ones the sequence kernel at T = 1.
+// Batches up to kMaxStepBatch of stacks whose weights fit in L2 (kStreamBytes) run the weight-streaming kernel
+// above, the others the sequence kernel at T = 1.
 std::tuple<at::Tensor, at::Tensor> step(const at::Tensor& x_in, const at::Tensor& h_in,
                                         const std::vector<c10::optional<at::Tensor>>& weights, bool reset_after) {
   const auto h = h_in.contiguous();
@@ -448,9 +453,13 @@ std::tuple<at::Tensor, at::Tensor> step(const at::Tensor& x_in, const at::Tensor
   AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "native_gru_step", [&] {
     const scalar_t* layer_input = x.data_ptr<scalar_t>();
     int64_t input = x.size(1);
+    int64_t stack_bytes = 0;
     for (int64_t l = 0; l < layers; ++l) {
       TORCH_CHECK(weights[4 * l].has_value() && weights[4 * l + 1].has_value(), "GRU step layer ", l,
                   " has no weights");
+      stack_bytes += int64_t(sizeof(scalar_t)) * (weights[4 * l]->numel() + weights[4 * l + 1]->numel());
+    }
+    for (int64_t l = 0; l < layers; ++l) {
       const auto w_ih = weights[4 * l]->contiguous(), w_hh = weights[4 * l + 1]->contiguous();
       TORCH_CHECK(w_ih.dim() == 2 && w_ih.size(0) == 3 * hidden && w_ih.size(1) == input && w_hh.dim() == 2 &&
                       w_hh.size(0) == 3 * hidden && w_hh.size(1) == hidden,
@@ -458,7 +467,7 @@ std::tuple<at::Tensor, at::Tensor> step(const at::Tensor& x_in, const at::Tensor
                   ", ", hidden, "), got ", w_ih.sizes(), " and ", w_hh.sizes());
       scalar_t* out = (l == layers - 1 ? output : h_n).data_ptr<scalar_t>() + (l == layers - 1 ? 0 : l * batch * hidden);
       const scalar_t* h_l = h.data_ptr<scalar_t>() + l * batch * hidden;
-      if (batch > kMaxStepBatch) {
+      if (batch > kMaxStepBatch || stack_bytes > kStreamBytes) {
         const auto bias = [&](int64_t k) { return weights[k].has_value() ? *weights[k] : at::Tensor(); };
         const auto x_l = at::from_blob(const_cast<scalar_t*>(layer_input), {1, batch, input}, h.options());
         const auto y = forward(x_l, h[l], w_ih, w_hh, bias(4 * l + 2), bias(4 * l + 3), reset_after, false)[0];
