@@ -106,16 +106,18 @@ def test_bf16_inputs_and_autocast_choose_between_onednn_and_native():
     with pytest.raises(ValueError, match="engine='native' runs float32, float64 and bfloat16, got torch.float16"):
         GRU(3, 4, engine="native").half()(torch.randn(2, 5, 3, dtype=torch.float16))
     # With a shape, auto chooses among both for bf16 (the suite runs the cost model: GRUKIT_AUTOTUNE=0):
-    # native at batch 32 (c1), onednn at batch 1 (c3); float32 under bf16 autocast chooses as bf16 does.
+    # native for training at batch 32 (c1), onednn (its AMX matmul loop) for inference there, onednn at batch 1
+    # (c3); float32 under bf16 autocast chooses as bf16 does.
     bf16 = GRU(128, 256).to(torch.bfloat16)
     assert engines._auto_candidates(torch.bfloat16) == ["onednn", "native"]
     assert bf16.resolved_engine(input_shape=(32, 128, 128), training=True) == "native"
-    assert bf16.resolved_engine(input_shape=(32, 128, 128), training=False) == "native"
+    assert bf16.resolved_engine(input_shape=(32, 128, 128), training=False) == "onednn"
     assert bf16.resolved_engine(input_shape=(1, 512, 128), training=True) == "onednn"
     float32 = GRU(128, 256)
     assert float32.resolved_engine(input_shape=(32, 128, 128), training=False) == "onednn"
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert float32.resolved_engine(input_shape=(32, 128, 128), training=False) == "native"
+        assert float32.resolved_engine(input_shape=(32, 128, 128), training=True) == "native"
+        assert float32.resolved_engine(input_shape=(32, 128, 128), training=False) == "onednn"
     x = torch.randn(2, 5, 3)
     assert not onednn.wants_bf16(x)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -123,14 +125,104 @@ def test_bf16_inputs_and_autocast_choose_between_onednn_and_native():
     assert onednn.cpu_isa() in onednn.BF16_ISAS
 
 
-def test_bf16_inference_runs_one_forward_and_no_backward():
+@pytest.mark.parametrize("batch", [1, 3])
+def test_bf16_inference_runs_one_forward_and_no_backward(batch):
+    """At batch 1 one RNN primitive runs; at batch >= 2 one call of the bf16 matmul loop and no primitive."""
     model = GRU(8, 16, engine="onednn").to(torch.bfloat16)
-    before = onednn.load().runs()
+    before, loops = onednn.load().runs(), onednn.load().bf16_loop_runs()
     with torch.no_grad():
-        output, h_n = model(torch.randn(3, 5, 8, dtype=torch.bfloat16))
-    assert onednn.load().runs() == (before[0] + 1, before[1])
-    assert output.dtype == torch.bfloat16 and output.shape == (3, 5, 16)
+        output, h_n = model(torch.randn(batch, 5, 8, dtype=torch.bfloat16))
+    primitive = batch == 1
+    assert onednn.load().runs() == (before[0] + primitive, before[1])
+    assert onednn.load().bf16_loop_runs() == loops + (not primitive)
+    assert output.dtype == torch.bfloat16 and output.shape == (batch, 5, 16)
     torch.testing.assert_close(h_n[0], output[:, -1])
+
+
+LOOP_CASES = {  # name: (GRU configuration, with lengths, loop calls per forward)
+    "one-layer": (dict(num_layers=1, bidirectional=False), False, 1),
+    "one-layer-lengths": (dict(num_layers=1, bidirectional=False), True, None),  # one call per time segment
+    "bidirectional": (dict(num_layers=1, bidirectional=True), False, 2),
+    "two-layers-bidirectional": (dict(num_layers=2, bidirectional=True), False, 4),
+    "two-layers-square": (dict(num_layers=2, bidirectional=False), False, 2),
+}
+
+
+def loop_against_reference(mode: str, reset_after: bool, case: str, batch: int, seed: int = 0):
+    """Inference of ``case`` on ``onednn`` in bf16 (``mode`` as in :func:`bf16_against_reference`) and on the
+    float64 reference cells with the same values; returns (output, h_n, expected output, expected h_n, primitive
+    runs, loop runs) of the bf16 call."""
+    config, with_lengths, _ = LOOP_CASES[case]
+    generator = torch.Generator().manual_seed(seed)
+    steps, hidden = 11, 16
+    features = hidden if case == "two-layers-square" else 8
+    model = GRU(features, hidden, reset_after=reset_after, engine="onednn", **config)
+    if mode == "module":
+        model = model.to(torch.bfloat16)
+    reference = GRU(features, hidden, reset_after=reset_after, engine="reference", **config).double()
+    reference.load_state_dict(model.state_dict())
+    dtype = torch.bfloat16 if mode == "module" else torch.float32
+    x = torch.randn(batch, steps, features, generator=generator).to(dtype)
+    layers = config["num_layers"] * (2 if config["bidirectional"] else 1)
+    h0 = torch.randn(layers, batch, hidden, generator=generator).to(dtype)
+    lengths = torch.randint(1, steps + 1, (batch,), generator=generator) if with_lengths else None
+    before, loops = onednn.load().runs(), onednn.load().bf16_loop_runs()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "autocast"):
+        output, h_n = model(x, h0, lengths=lengths)
+    primitive_runs = onednn.load().runs()[0] - before[0]
+    loop_runs = onednn.load().bf16_loop_runs() - loops
+    with torch.no_grad():
+        expected, expected_h_n = reference(x.double(), h0.double(), lengths=lengths)
+    return output, h_n, expected, expected_h_n, primitive_runs, loop_runs
+
+
+@pytest.mark.parametrize("batch", [2, 32])
+@pytest.mark.parametrize("case", list(LOOP_CASES))
+@pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "reset_before"])
+@pytest.mark.parametrize("mode", ["module", "autocast"])
+def test_bf16_inference_loop_equals_the_float64_reference(mode, reset_after, case, batch):
+    """bf16 inference at batch >= 2 runs the matmul loop (never an RNN primitive), both GRU forms, with h0,
+    lengths (a call per time segment), bidirectional and stacked layers, bf16 module and autocast."""
+    output, h_n, expected, expected_h_n, primitive_runs, loop_runs = loop_against_reference(
+        mode, reset_after, case, batch
+    )
+    calls = LOOP_CASES[case][2]
+    assert primitive_runs == 0 and (loop_runs == calls if calls is not None else loop_runs >= 1)
+    assert output.dtype == h_n.dtype == torch.bfloat16
+    for actual, reference_value in ((output, expected), (h_n, expected_h_n)):
+        assert FLOAT32_SIZED < relative_error(actual, reference_value) < OUTPUT_BOUND
+
+
+def test_bf16_inference_loop_from_two_threads_at_once_gives_each_its_own_answer():
+    """Two Python threads running the loop at the same time (a server's request threads) each get exactly what
+    a call alone gives, and that agrees with the float64 reference."""
+    import threading
+
+    generator = torch.Generator().manual_seed(1)
+    model = GRU(8, 32, engine="onednn").to(torch.bfloat16)
+    reference = GRU(8, 32, engine="reference").double()
+    reference.load_state_dict(model.state_dict())
+    inputs = [torch.randn(batch, 40, 8, generator=generator).to(torch.bfloat16) for batch in (32, 5)]
+    with torch.no_grad():
+        alone = [model(x)[0] for x in inputs]
+    results: dict[int, list[torch.Tensor]] = {0: [], 1: []}
+    loops = onednn.load().bf16_loop_runs()
+
+    def serve(index: int) -> None:
+        with torch.no_grad():
+            for _ in range(10):
+                results[index].append(model(inputs[index])[0])
+
+    threads = [threading.Thread(target=serve, args=(index,)) for index in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert onednn.load().bf16_loop_runs() == loops + 20
+    for index, x in enumerate(inputs):
+        assert len(results[index]) == 10 and all(torch.equal(y, alone[index]) for y in results[index])
+        with torch.no_grad():
+            assert relative_error(alone[index], reference(x.double())[0]) < OUTPUT_BOUND
 
 
 def test_without_bf16_hardware_one_warning_then_float32_compute(monkeypatch):

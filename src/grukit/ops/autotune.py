@@ -167,7 +167,7 @@ def can_calibrate() -> bool:
 # The cost model --------------------------------------------------------------------------------------------
 def cost_model(candidates: Sequence[str], key: Key) -> str:
     """The choice without measuring, where ``native`` is installed: float32 batch-1 training, and bfloat16
-    training at batch > 1 and inference at batch 2-64; else the first fast candidate (``onednn``).
+    training at batch > 1; else the first fast candidate (``onednn``).
 
     Measured against torch.nn.GRU on a Xeon with AMX: float32 batch-1 training ran 4.6x on ``native``, 2.5x on
     ``onednn`` (oneDNN's backward has a large cost per step), while ``onednn`` is the faster float32 engine at
@@ -175,12 +175,14 @@ def cost_model(candidates: Sequence[str], key: Key) -> str:
     ``native`` (bf16 GEMMs through ATen's AMX matmul) ran c1 (batch 32, hidden 256) 2.4x inference and 2.7x
     training, ``onednn`` 1.6x and 1.3x (its bf16 backward is no faster than its float32 one); ``onednn`` won at
     batch 1 (c3: 2.3x / 3.4x against 0.6x / 2.8x: each of ``native``'s per-step GEMM calls costs ~40 us) and at
-    batch-256 inference (c4: 3.0x against 1.9x), ``native`` at batch-256 training (c4: 1.4x against 0.85x)."""
+    batch-256 inference (c4: 3.0x against 1.9x), ``native`` at batch-256 training (c4: 1.4x against 0.85x).
+    bf16 inference at batch > 1 runs ``onednn``'s per-step AMX matmul loop (c1 4.4x, c2 6.2x on two threads),
+    about twice ``native``'s speed there."""
     fast = [engine for engine in candidates if engine != "reference"]
     if not fast:
         return candidates[0]
     if "native" in fast:
-        if key.dtype == "bfloat16" and key.batch > 1 and (key.training or key.batch <= 64):
+        if key.dtype == "bfloat16" and key.batch > 1 and key.training:
             return "native"
         if key.dtype != "bfloat16" and key.batch == 1 and key.training:
             return "native"

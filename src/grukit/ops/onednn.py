@@ -11,7 +11,9 @@ o (candidate) and wants the weights as ``ldigo`` ``(layers, directions, input, g
 Two ways in: :func:`gru_sequence` runs one layer and direction (what ``lengths`` and the per-direction stack
 use), :func:`gru_layers` runs a whole stack without ``lengths`` in as few primitives as oneDNN allows: both
 directions of a layer in one ``bidirectional_concat`` primitive, and consecutive unidirectional layers whose
-input size equals the hidden size in one multi-layer primitive.
+input size equals the hidden size in one multi-layer primitive. bfloat16 inference at batch >= 2 runs neither:
+oneDNN 3.2's bf16 GRU primitive is slow, so each layer and direction runs as a loop of oneDNN matmuls on weights
+reordered once per call (:func:`_bf16_loop`).
 
 Data types: float32, and bfloat16 (bf16 weights and activations, float32 accumulation and bias, float32
 gradients from oneDNN) when the input is bfloat16 or CPU autocast to bfloat16 is on (:func:`compute_dtype`).
@@ -57,7 +59,7 @@ def load() -> ModuleType | None:
     return extensions.load(
         "onednn_gru",
         ["onednn_gru.cpp"],
-        cflags=["-O3", "-fopenmp"],
+        cflags=["-O3", "-march=native", "-fopenmp"],  # -march: the bf16 loop's gate math in AVX-512
         ldflags=[f"-L{lib}", "-ldnnl", f"-Wl,-rpath,{lib}", "-fopenmp"],
         include_dirs=[str(prefix / "include")],
         missing=missing,
@@ -250,6 +252,8 @@ def gru_sequence(
     tensors = (x, h0, w_ih, w_hh, b_ih, b_hh)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
         return _GRUFunction.apply(x, h0, w_ih, w_hh, b_ih, b_hh, prepared, reset_after, out_dtype)
+    if _bf16_loop_applies(x, prepared.dtype):
+        return _bf16_loop(x, h0, prepared, reset_after)
     y, _, _ = load().forward(
         x.to(prepared.dtype).contiguous(),
         h0.to(prepared.dtype).contiguous(),
@@ -260,6 +264,36 @@ def gru_sequence(
         False,
     )
     return y.to(out_dtype)
+
+
+def _bf16_loop_applies(x: Tensor, dtype: torch.dtype) -> bool:
+    """Whether an inference call on ``x`` ``(T, B, I)`` in ``dtype`` runs the bf16 matmul loop
+    (:func:`_bf16_loop`): bfloat16, batch >= 2 (at batch 1 a step's fixed cost favours the RNN primitive), at
+    least one step, outside ``torch.func`` transforms."""
+    return (
+        dtype == torch.bfloat16
+        and x.shape[1] >= 2
+        and x.shape[0] >= 1
+        and torch._C._functorch.peek_interpreter_stack() is None
+    )
+
+
+def _bf16_loop(x: Tensor, h0: Tensor, prepared: _Prepared, reset_after: bool) -> Tensor:
+    r"""bfloat16 inference of one layer and direction as a loop of oneDNN matmuls: ``x`` ``(T, B, I)``, ``h0``
+    ``(B, H)`` -> ``y`` ``(T, B, H)`` bfloat16.
+
+    oneDNN 3.2's bf16 GRU primitive runs only ~1.5x its float32 one. Here the input projection of all steps is one
+    matmul, and each step one matmul :math:`h W_{hh}^T` on weights reordered once per call into the AMX layout
+    oneDNN picks (two reset-before: :math:`W_{hr,hz}` on ``h``, :math:`W_{hn}` on :math:`r \odot h`), followed
+    by the gate math in float32; each thread runs its own rows of the batch through all steps."""
+    return load().forward_bf16_loop(
+        x.to(torch.bfloat16).contiguous(),
+        h0.to(torch.bfloat16).contiguous(),
+        prepared.w_layer,
+        prepared.w_iter,
+        prepared.bias,
+        reset_after,
+    )
 
 
 def layer_groups(num_layers: int, directions: int, input_size: int, hidden_size: int) -> list[range]:
@@ -378,6 +412,10 @@ def gru_layers(x: Tensor, h0: Tensor, weights: Sequence[Sequence[Weights]], rese
     """
     directions, hidden = len(weights[0]), weights[0][0][1].shape[1]
     dtype, out_dtype = compute_dtype(x), output_dtype(x)
+    flat_all = [w for layer in weights for direction in layer for w in direction]
+    inference = not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, h0, *flat_all)))
+    if inference and _bf16_loop_applies(x, dtype):
+        return _bf16_loop_layers(x, h0, weights, reset_after)
     finals = []
     for group in layer_groups(len(weights), directions, x.shape[-1], hidden):
         group_weights = [weights[layer] for layer in group]
@@ -399,3 +437,22 @@ def gru_layers(x: Tensor, h0: Tensor, weights: Sequence[Sequence[Weights]], rese
             x, h_n = x.to(out_dtype), h_n.reshape(h0_group.shape).to(out_dtype)
         finals.append(h_n)
     return x, torch.cat(finals)
+
+
+def _bf16_loop_layers(
+    x: Tensor, h0: Tensor, weights: Sequence[Sequence[Weights]], reset_after: bool
+) -> tuple[Tensor, Tensor]:
+    """:func:`gru_layers` in bfloat16 inference through :func:`_bf16_loop`, one call per layer and direction
+    (the reverse direction on the time-reversed sequence): ``x`` ``(T, B, I)``, ``h0`` ``(L*D, B, H)`` ->
+    ``(output (T, B, D*H), h_n (L*D, B, H))`` bfloat16."""
+    finals = []
+    for layer, layer_weights in enumerate(weights):
+        outputs = []
+        for direction, (w_ih, w_hh, b_ih, b_hh) in enumerate(layer_weights):
+            prepared = prepare(w_ih, w_hh, b_ih, b_hh, reset_after, torch.bfloat16)
+            x_dir = x.flip(0) if direction == 1 else x  # (T, B, I)
+            y = _bf16_loop(x_dir, h0[layer * len(layer_weights) + direction], prepared, reset_after)  # (T, B, H)
+            finals.append(y[-1])
+            outputs.append(y.flip(0) if direction == 1 else y)
+        x = torch.cat(outputs, dim=-1)  # (T, B, D*H)
+    return x, torch.stack(finals)
