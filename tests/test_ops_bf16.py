@@ -49,13 +49,14 @@ def forward_backward(model, x, h0, lengths, upstream, autocast: bool):
     return output, h_n, {"input": x.grad, "h0": h0.grad} | {name: p.grad for name, p in model.named_parameters()}
 
 
-def bf16_against_reference(engine: str, mode: str, reset_after: bool, case: str, seed: int = 0):
+def bf16_against_reference(engine: str, mode: str, reset_after: bool, case: str, seed: int = 0, batch: int = 6):
     """Run ``case`` on ``engine`` in ``mode`` (``"module"``: the GRU in bf16; ``"autocast"``: float32 GRU and
     input under bf16 autocast) and the float64 reference on the same numbers; returns (results, reference, runs,
-    errors), ``runs`` the oneDNN (forward, backward) runs of the bf16 call."""
+    errors), ``runs`` the oneDNN (forward primitive, backward primitive, bf16 matmul loop) runs of the bf16
+    call."""
     config, with_lengths = CASES[case]
     generator = torch.Generator().manual_seed(seed)
-    batch, steps, features, hidden = 6, 9, 8, 16
+    steps, features, hidden = 9, 8, 16
     model = GRU(features, hidden, reset_after=reset_after, engine=engine, **config)
     if mode == "module":
         model = model.to(torch.bfloat16)
@@ -68,9 +69,9 @@ def bf16_against_reference(engine: str, mode: str, reset_after: bool, case: str,
     lengths = torch.randint(1, steps + 1, (batch,), generator=generator) if with_lengths else None
     upstream = (torch.randn(batch, steps, directions * hidden, generator=generator, dtype=torch.float64),
                 torch.randn(h0.shape, generator=generator, dtype=torch.float64))
-    before = onednn.load().runs()
+    before = (*onednn.load().runs(), onednn.load().bf16_loop_runs())
     results = forward_backward(model, x, h0, lengths, upstream, autocast=mode == "autocast")
-    runs = tuple(b - a for a, b in zip(before, onednn.load().runs()))
+    runs = tuple(b - a for a, b in zip(before, (*onednn.load().runs(), onednn.load().bf16_loop_runs())))
     expected = forward_backward(reference, x.double(), h0.double(), lengths, upstream, autocast=False)
     errors = {"output": relative_error(results[0], expected[0]), "h_n": relative_error(results[1], expected[1])}
     errors |= {f"d{name}": relative_error(results[2][name], grad) for name, grad in expected[2].items()}
@@ -87,13 +88,32 @@ def test_bf16_equals_the_float64_reference_to_bf16_precision(engine, mode, reset
     assert output.dtype == h_n.dtype == torch.bfloat16  # as autocast's own matmuls give
     grad_dtype = torch.bfloat16 if mode == "module" else torch.float32  # gradients in the parameters' dtype
     assert {g.dtype for g in grads.values()} == {grad_dtype}
-    if engine == "onednn":  # oneDNN ran, forward and backward
-        assert runs[0] >= config["num_layers"] and runs[1] >= config["num_layers"]
-    else:  # the native kernel ran it all
-        assert runs == (0, 0)
+    if engine == "onednn":  # oneDNN's primitives ran, forward and backward
+        assert runs[0] >= config["num_layers"] and runs[1] >= config["num_layers"] and runs[2] == 0
+    else:  # no primitive: the forward ran oneDNN's bf16 matmul loop, the backward the native kernel
+        assert runs[:2] == (0, 0) and runs[2] >= config["num_layers"]
     for name, error in errors.items():
         assert error < (OUTPUT_BOUND if name in ("output", "h_n") else GRAD_BOUND), (name, errors)
     # bf16 really ran: a float32 kernel lands near 1e-7 here
+    assert errors["output"] > FLOAT32_SIZED and errors["dweight_hh_l0"] > FLOAT32_SIZED, errors
+
+
+@pytest.mark.parametrize("batch", [1, 32])
+@pytest.mark.parametrize("case", ["one-layer-lengths", "two-layers-bidirectional-lengths"])
+@pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "reset_before"])
+@pytest.mark.parametrize("mode", ["module", "autocast"])
+def test_native_bf16_training_forward_runs_the_matmul_loop_from_batch_two(mode, reset_after, case, batch):
+    """bf16 training on ``native`` at batch >= 2 runs its forward as oneDNN's bf16 matmul loop, which saves the
+    per-step gate values the native backward reads (one call per layer, direction and time segment); at batch 1
+    the native kernel runs both. Either way output and every gradient match the float64 reference cells."""
+    (output, h_n, grads), _, runs, errors = bf16_against_reference("native", mode, reset_after, case, batch=batch)
+    config, _ = CASES[case]
+    calls = config["num_layers"] * (2 if config["bidirectional"] else 1)
+    assert runs[:2] == (0, 0) and (runs[2] >= calls if batch > 1 else runs[2] == 0)
+    assert output.dtype == h_n.dtype == torch.bfloat16
+    assert {g.dtype for g in grads.values()} == {torch.bfloat16 if mode == "module" else torch.float32}
+    for name, error in errors.items():
+        assert error < (OUTPUT_BOUND if name in ("output", "h_n") else GRAD_BOUND), (name, errors)
     assert errors["output"] > FLOAT32_SIZED and errors["dweight_hh_l0"] > FLOAT32_SIZED, errors
 
 

@@ -1,7 +1,9 @@
 r"""The ``native`` engine: grukit's own fused GRU kernel (``csrc/native_gru.cpp``), for CPUs and systems without
 oneDNN, the float64 path, and bfloat16 (a bf16 module, or CPU autocast to bf16): bf16 GEMM operands with
 float32 accumulation, gate math in float32, states stored in bf16; under autocast the parameters' gradients come
-back in float32.
+back in float32. Where oneDNN runs bf16 in hardware, the forward of bf16 training at batch >= 2 is
+:func:`grukit.ops.onednn.bf16_loop_forward` (oneDNN matmuls, ~2x this kernel's forward at c1), which saves the per-step
+values in this kernel's layout for its backward.
 
 Per layer and direction, with ``G_i = X W_ih^T + b_ih`` for all steps as one GEMM::
 
@@ -59,7 +61,10 @@ class _GRUFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, reset_after, dtype):
         x_c, h0_c, w_ih_c, w_hh_c = (t.to(dtype) for t in (x, h0, w_ih, w_hh))
-        y, saved = load().forward(x_c, h0_c, w_ih_c, w_hh_c, *_biases(b_ih, b_hh, x_c), reset_after, True)
+        if dtype == torch.bfloat16 and onednn.bf16_loop_applies(x):  # the forward as oneDNN matmuls on AMX
+            y, saved = onednn.bf16_loop_forward(x_c, h0_c, w_ih, w_hh, b_ih, b_hh, reset_after)
+        else:
+            y, saved = load().forward(x_c, h0_c, w_ih_c, w_hh_c, *_biases(b_ih, b_hh, x_c), reset_after, True)
         ctx.save_for_backward(x, h0, w_ih, w_hh, b_ih, b_hh, x_c, h0_c, w_ih_c, w_hh_c, y, saved)
         ctx.reset_after, ctx.autocast = reset_after, onednn.autocast_bf16()
         return y

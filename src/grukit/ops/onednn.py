@@ -13,7 +13,8 @@ use), :func:`gru_layers` runs a whole stack without ``lengths`` in as few primit
 directions of a layer in one ``bidirectional_concat`` primitive, and consecutive unidirectional layers whose
 input size equals the hidden size in one multi-layer primitive. bfloat16 inference at batch >= 2 runs neither:
 oneDNN 3.2's bf16 GRU primitive is slow, so each layer and direction runs as a loop of oneDNN matmuls on weights
-reordered once per call (:func:`_bf16_loop`).
+reordered once per call (:func:`_bf16_loop`). The same loop is the forward of the ``native`` engine's bf16
+training (:func:`bf16_loop_forward`, which also saves the per-step values ``native``'s backward reads).
 
 Data types: float32, and bfloat16 (bf16 weights and activations, float32 accumulation and bias, float32
 gradients from oneDNN) when the input is bfloat16 or CPU autocast to bfloat16 is on (:func:`compute_dtype`).
@@ -293,7 +294,34 @@ def _bf16_loop(x: Tensor, h0: Tensor, prepared: _Prepared, reset_after: bool) ->
         prepared.w_iter,
         prepared.bias,
         reset_after,
+        False,
+    )[0]
+
+
+def bf16_loop_applies(x: Tensor) -> bool:
+    """Whether a bfloat16 training forward on ``x`` ``(T, B, I)`` can run :func:`bf16_loop_forward`: the binding
+    is available, the CPU has bf16 instructions, and :func:`_bf16_loop_applies` holds."""
+    return available() and has_bf16_hardware() and _bf16_loop_applies(x, torch.bfloat16)
+
+
+def bf16_loop_forward(
+    x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None, reset_after: bool
+) -> tuple[Tensor, Tensor]:
+    """The forward of bfloat16 training through the loop of :func:`_bf16_loop` (weights in torch's layout, cast
+    and reordered here): ``x`` ``(T, B, I)``, ``h0`` ``(B, H)`` -> ``(y (T, B, H), saved (T, B, 4H))`` bfloat16,
+    ``saved`` per step holding ``r, z, n`` and ``g = W_hn h + b_hn`` (reset-after) or ``r ⊙ h`` (reset-before)
+    in torch's gate order: the layout :mod:`grukit.ops.native`'s backward reads."""
+    prepared = prepare(w_ih, w_hh, b_ih, b_hh, reset_after, torch.bfloat16)
+    y, saved = load().forward_bf16_loop(
+        x.to(torch.bfloat16).contiguous(),
+        h0.to(torch.bfloat16).contiguous(),
+        prepared.w_layer,
+        prepared.w_iter,
+        prepared.bias,
+        reset_after,
+        True,
     )
+    return y, saved
 
 
 def layer_groups(num_layers: int, directions: int, input_size: int, hidden_size: int) -> list[range]:

@@ -255,6 +255,35 @@ std::vector<at::Tensor> forward(const at::Tensor& x_in, const at::Tensor& h0_in,
   return {y, saved};
 }
 
+namespace {
+
+// The sum over rows of d (N, K) contiguous, in `compute`. bfloat16 runs its own loop, float32 accumulators per
+// block of columns: at::sum with a dtype first converts all of d, a (N, K) float32 copy that cost ~4x the sum
+// (at batch 32, T 128, H 256).
+at::Tensor sum_rows(const at::Tensor& d, at::ScalarType compute) {
+  if (d.scalar_type() != at::kBFloat16) return at::sum(d, {0}, false, compute);
+  constexpr int64_t kColumns = 64;
+  const int64_t rows = d.size(0), cols = d.size(1);
+  auto total = at::empty({cols}, d.options().dtype(at::kFloat));
+  const uint16_t* d_p = raw<at::BFloat16>(d);
+  float* total_p = total.data_ptr<float>();
+  at::parallel_for(0, (cols + kColumns - 1) / kColumns, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t block = begin; block < end; ++block) {
+      const int64_t first = block * kColumns, width = std::min(kColumns, cols - first);
+      float acc[kColumns] = {};
+      for (int64_t row = 0; row < rows; ++row) {
+        const uint16_t* v = d_p + row * cols + first;
+        _Pragma("omp simd")
+        for (int64_t j = 0; j < width; ++j) acc[j] += load<float>(v[j]);
+      }
+      std::memcpy(total_p + first, acc, sizeof(float) * width);
+    }
+  });
+  return total;
+}
+
+}  // namespace
+
 // Returns (dx (T, B, I), dh0 (B, H), dw_ih (3H, I), dw_hh (3H, H), db_ih (3H,), db_hh (3H,)): dx and the weight
 // gradients in the input's dtype, dh0 and the bias gradients in its compute dtype (float32 for bfloat16).
 std::vector<at::Tensor> backward(const at::Tensor& x_in, const at::Tensor& h0_in, const at::Tensor& w_ih,
@@ -285,7 +314,7 @@ std::vector<at::Tensor> backward(const at::Tensor& x_in, const at::Tensor& h0_in
     dw_hh = at::cat({at::mm(d_gh2.narrow(1, 0, 2 * H).t(), h_prev), at::mm(d_gh2.narrow(1, 2 * H, H).t(), rh)}, 0);
   }
   const auto compute = dh0.scalar_type();
-  return {dx, dh0, dw_ih, dw_hh, at::sum(d_gi2, {0}, false, compute), at::sum(d_gh2, {0}, false, compute)};
+  return {dx, dh0, dw_ih, dw_hh, sum_rows(d_gi2, compute), sum_rows(d_gh2, compute)};
 }
 
 namespace {

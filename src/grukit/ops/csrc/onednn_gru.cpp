@@ -1,5 +1,5 @@
 // grukit's binding to oneDNN's GRU primitives: lbr_gru (reset-after, PyTorch's GRU) and gru (reset-before),
-// and a bf16 inference loop of oneDNN matmuls (forward_bf16_loop, below).
+// and a bf16 forward loop of oneDNN matmuls (forward_bf16_loop, below).
 //
 // One primitive runs L stacked layers in D directions (D = 2: bidirectional_concat) over full-length
 // sequences; grukit picks L and D and handles variable lengths in Python (grukit/ops/onednn.py). Time-major:
@@ -427,7 +427,8 @@ at::Tensor forward_int8(const at::Tensor& x, const at::Tensor& h0, const at::Ten
   return y;
 }
 
-// bfloat16 inference of one layer and direction as a loop of oneDNN matmuls, where the bf16 RNN primitives are
+// bfloat16 forward of one layer and direction (inference, and the forward of bf16 training, whose backward is the
+// native engine's) as a loop of oneDNN matmuls, where the bf16 RNN primitives are
 // slow (oneDNN 3.2's bf16 GRU runs c1 only 1.55x its float32): the weights are reordered once per call into the
 // layout the matmul picks (AMX tiles where the CPU has them), each step is one matmul h W_iter (two reset-before)
 // and one vectorized loop of gate math in float32. Weights and bias as for `forward` (ldigo, gates u, r, o):
@@ -545,8 +546,12 @@ constexpr int64_t kProjectedSteps = 16;  // steps whose input projection one mat
 // matmul split over two threads ran slower than on one). The input projection x W_layer + b[:3] runs every
 // kProjectedSteps steps for the next ones, into a buffer that stays in L2 (all steps at once took a 12 MB
 // buffer at batch 32, T 128, H 256, whose fresh pages faulted on some calls).
+// When `saved` is given (training), each step also writes its rows of saved[t] (B, 4H) bf16 in the native
+// engine's layout, torch's gate order: r, z, n and g = W_hn h + b_hn (reset-after) or r ⊙ h (reset-before),
+// and carries the bf16 state y[t] rather than float32 (what the native backward differentiates, and what a
+// call continuing from h_n starts from).
 void bf16_rows(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_layer, const at::Tensor& w_iter,
-               const at::Tensor& bias, at::Tensor& y, bool lbr, int64_t first, int64_t rows) {
+               const at::Tensor& bias, at::Tensor& y, at::Tensor& saved, bool lbr, int64_t first, int64_t rows) {
   const int64_t T = y.size(0), B = y.size(1), H = y.size(2), I = x.size(2), gh_cols = lbr ? 3 * H : 2 * H;
   const int64_t chunk = std::min(T, kProjectedSteps);
   dnnl::stream stream(cpu_engine());
@@ -571,6 +576,8 @@ void bf16_rows(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_la
   auto* y_p = reinterpret_cast<uint16_t*>(y.data_ptr<at::BFloat16>()) + first * H;
   auto* rh_p = reinterpret_cast<uint16_t*>(reset_state.data_ptr<at::BFloat16>());
   const auto* h0_p = reinterpret_cast<const uint16_t*>(h0.data_ptr<at::BFloat16>()) + first * H;
+  const bool training = saved.numel() > 0;
+  auto* saved_p = training ? reinterpret_cast<uint16_t*>(saved.data_ptr<at::BFloat16>()) + first * 4 * H : nullptr;
   for (int64_t t = 0; t < T; ++t) {
     const uint16_t* h_in = t == 0 ? h0_p : y_p + (t - 1) * B * H;  // (rows, H) rows of y[t - 1]
     if (t % chunk == 0) {  // x[t : t + chunk, first : first + rows] W_layer + b[:3]
@@ -581,12 +588,26 @@ void bf16_rows(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_la
     }
     const float* gi_t = gi_p + (t % chunk) * rows * 3 * H;
     uint16_t* out = y_p + t * B * H;
+    uint16_t* keep = training ? saved_p + t * B * 4 * H : nullptr;  // (rows, 4H) rows of saved[t]
     recurrent(stream, h_in, gh_p);
     for (int64_t b = 0; b < rows; ++b) {
       const float *a = gi_t + b * 3 * H, *c = gh_p + b * gh_cols;
       float* hb = h_p + b * H;
       uint16_t* o = out + b * H;
-      if (lbr) {
+      if (lbr && training) {
+        uint16_t* k = keep + b * 4 * H;
+#pragma omp simd
+        for (int64_t j = 0; j < H; ++j) {
+          const float z = sigmoid(a[j] + c[j]), r = sigmoid(a[H + j] + c[H + j]);
+          const float g = c[2 * H + j] + b_last[j];
+          const float n = fast_tanh(a[2 * H + j] + r * g);
+          const uint16_t h = float_to_bf16((1.0f - z) * n + z * hb[j]);
+          hb[j] = bf16_to_float(h);  // training carries y[t], the state the native backward differentiates
+          o[j] = h;
+          k[j] = float_to_bf16(r), k[H + j] = float_to_bf16(z), k[2 * H + j] = float_to_bf16(n);
+          k[3 * H + j] = float_to_bf16(g);
+        }
+      } else if (lbr) {
 #pragma omp simd
         for (int64_t j = 0; j < H; ++j) {
           const float z = sigmoid(a[j] + c[j]), r = sigmoid(a[H + j] + c[H + j]);
@@ -594,6 +615,17 @@ void bf16_rows(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_la
           const float h = (1.0f - z) * n + z * hb[j];
           hb[j] = h;
           o[j] = float_to_bf16(h);
+        }
+      } else if (training) {
+        float* zb = z_p + b * H;
+        uint16_t *rh = rh_p + b * H, *k = keep + b * 4 * H;
+#pragma omp simd
+        for (int64_t j = 0; j < H; ++j) {
+          const float z = sigmoid(a[j] + c[j]), r = sigmoid(a[H + j] + c[H + j]);
+          const uint16_t r_h = float_to_bf16(r * hb[j]);
+          zb[j] = z;
+          rh[j] = r_h;
+          k[j] = float_to_bf16(r), k[H + j] = float_to_bf16(z), k[3 * H + j] = r_h;
         }
       } else {
         float* zb = z_p + b * H;
@@ -611,12 +643,14 @@ void bf16_rows(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_la
       const float *a = gi_t + b * 3 * H, *c = gh_p + b * H, *zb = z_p + b * H;
       float* hb = h_p + b * H;
       uint16_t* o = out + b * H;
+      uint16_t* k = training ? keep + b * 4 * H : nullptr;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
         const float n = fast_tanh(a[2 * H + j] + c[j]);
         const float h = (1.0f - zb[j]) * n + zb[j] * hb[j];
-        hb[j] = h;
         o[j] = float_to_bf16(h);
+        hb[j] = training ? bf16_to_float(o[j]) : h;  // training carries y[t], as above
+        if (training) k[2 * H + j] = float_to_bf16(n);
       }
     }
   }
@@ -624,8 +658,11 @@ void bf16_rows(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_la
 
 }  // namespace
 
-at::Tensor forward_bf16_loop(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_layer,
-                             const at::Tensor& w_iter, const at::Tensor& bias, bool lbr) {
+// Returns y (T, B, H) bf16; with training, also saved (T, B, 4H) bf16 in the native engine's layout (see
+// bf16_rows), which native_gru.cpp's backward reads; an empty tensor otherwise.
+std::vector<at::Tensor> forward_bf16_loop(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_layer,
+                                          const at::Tensor& w_iter, const at::Tensor& bias, bool lbr,
+                                          bool training) {
   for (auto [t, name] : {std::pair{&x, "x"}, {&h0, "h0"}, {&w_layer, "w_layer"}, {&w_iter, "w_iter"}})
     check_tensor(*t, name, at::kBFloat16);
   check_tensor(bias, "bias", at::kFloat);
@@ -638,7 +675,8 @@ at::Tensor forward_bf16_loop(const at::Tensor& x, const at::Tensor& h0, const at
   pybind11::gil_scoped_release no_gil;
   follow_torch_threads();
   auto y = at::empty({T, B, H}, x.options());
-  if (T == 0 || B == 0) return y;
+  auto saved = at::empty({training ? T : 0, B, 4 * H}, x.options());
+  if (T == 0 || B == 0) return {y, saved};
   const int64_t parts = std::min<int64_t>(omp_get_max_threads(), B);
   std::vector<std::exception_ptr> errors(parts);
 #pragma omp parallel num_threads(parts)
@@ -647,7 +685,7 @@ at::Tensor forward_bf16_loop(const at::Tensor& x, const at::Tensor& h0, const at
     omp_set_num_threads(1);  // this thread's matmuls run on it alone
     const int64_t first = B * part / count, last = B * (part + 1) / count;
     try {
-      bf16_rows(x, h0, w_layer, w_iter, bias, y, lbr, first, last - first);
+      bf16_rows(x, h0, w_layer, w_iter, bias, y, saved, lbr, first, last - first);
     } catch (...) {
       errors[part] = std::current_exception();
     }
@@ -655,7 +693,7 @@ at::Tensor forward_bf16_loop(const at::Tensor& x, const at::Tensor& h0, const at
   for (const auto& error : errors)
     if (error) std::rethrow_exception(error);
   ++bf16_loop_runs;
-  return y;
+  return {y, saved};
 }
 
 int64_t bf16_loop_runs_count() { return bf16_loop_runs.load(); }
@@ -667,7 +705,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("cpu_isa", &cpu_isa, "the instruction set oneDNN dispatches to on this CPU");
   m.def("openmp_threads", &openmp_threads, "OpenMP threads oneDNN runs on from this thread");
   m.def("runs", &runs, "(forward, backward) primitive runs in this process");
-  m.def("forward_bf16_loop", &forward_bf16_loop, "bfloat16 inference of one layer and direction, matmul per step");
+  m.def("forward_bf16_loop", &forward_bf16_loop, "bfloat16 forward of one layer and direction, matmul per step");
   m.def("bf16_loop_runs", &bf16_loop_runs_count, "forward_bf16_loop calls in this process");
   m.def("forward_int8", &forward_int8, "int8 inference of a reset-before GRU layer and direction");
 }
