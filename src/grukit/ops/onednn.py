@@ -218,22 +218,23 @@ class _GRUFunction(torch.autograd.Function):
                     (x, h0, w_ih, w_hh, b_ih, b_hh), ctx.reset_after, ctx.needs_input_grad[:6], dy
                 )
             return (*grads, None, None, None)
-        prepared = ctx.prepared
-        dx, dh0, dw_layer, dw_iter, dbias = load().backward(
-            x_c,
-            h0_c,
-            prepared.w_layer,
-            prepared.w_iter,
-            prepared.bias,
-            y,
-            h_n,
-            dy.float().contiguous(),
-            torch.empty(0),
-            workspace,
-            ctx.reset_after,
+        dx, dh0, dw_layer, dw_iter, dbias = _binding_backward(
+            ctx.prepared, x_c, h0_c, y, h_n, dy, torch.empty(0), workspace, ctx.reset_after
         )
         weight_grads = _weight_grads((w_ih, w_hh, b_ih, b_hh), dw_layer, dw_iter, dbias, ctx.reset_after)
         return (dx.to(x.dtype), dh0.to(h0.dtype), *weight_grads, None, None, None)
+
+
+def _binding_backward(
+    prepared: _Prepared, x: Tensor, h0: Tensor, y: Tensor, h_n: Tensor, dy: Tensor, dh_n: Tensor,
+    workspace: Tensor, reset_after: bool,
+) -> list[Tensor]:
+    """The binding's backward over the weights as the forward converted them: ``dy`` and ``dh_n`` (empty: none)
+    in float32 -> ``[dx, dh0, dw_layer, dw_iter, dbias]`` in oneDNN's layouts."""
+    return load().backward(
+        x, h0, prepared.w_layer, prepared.w_iter, prepared.bias, y, h_n, dy.float().contiguous(),
+        dh_n.contiguous(), workspace, reset_after,
+    )
 
 
 def gru_sequence(
@@ -395,19 +396,8 @@ class _StackFunction(torch.autograd.Function):
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=ctx.autocast):  # as the forward ran
                 grads = recompute.grads_through(stacked, inputs, needs, upstream)
             return (grads[0], grads[1], None, None, None, None, None, *grads[2:])
-        prepared = ctx.prepared
-        dx, dh0, dw_layer, dw_iter, dbias = load().backward(
-            x_c,
-            h0_c,
-            prepared.w_layer,
-            prepared.w_iter,
-            prepared.bias,
-            y,
-            h_n,
-            dy.float().contiguous(),
-            dh_n.float().reshape(h_n.shape).contiguous(),
-            workspace,
-            reset_after,
+        dx, dh0, dw_layer, dw_iter, dbias = _binding_backward(
+            ctx.prepared, x_c, h0_c, y, h_n, dy, dh_n.float().reshape(h_n.shape), workspace, reset_after
         )  # float32: (T, B, I), (L, D, B, H), (L, D, I, 3H), (L, D, H, 3H), (L, D, G, H)
         weight_grads = []
         for layer in range(layers):
