@@ -255,7 +255,7 @@ def gru_sequence(
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
         return _GRUFunction.apply(x, h0, w_ih, w_hh, b_ih, b_hh, prepared, reset_after, out_dtype)
     if _bf16_loop_applies(x, prepared.dtype):
-        return _bf16_loop(x, h0, prepared, reset_after)
+        return _bf16_loop(x, h0, prepared, reset_after)[0]
     y, _, _ = load().forward(
         x.to(prepared.dtype).contiguous(),
         h0.to(prepared.dtype).contiguous(),
@@ -280,14 +280,15 @@ def _bf16_loop_applies(x: Tensor, dtype: torch.dtype) -> bool:
     )
 
 
-def _bf16_loop(x: Tensor, h0: Tensor, prepared: _Prepared, reset_after: bool) -> Tensor:
+def _bf16_loop(x: Tensor, h0: Tensor, prepared: _Prepared, reset_after: bool, training: bool = False) -> list[Tensor]:
     r"""bfloat16 inference of one layer and direction as a loop of oneDNN matmuls: ``x`` ``(T, B, I)``, ``h0``
     ``(B, H)`` -> ``y`` ``(T, B, H)`` bfloat16.
 
     oneDNN 3.2's bf16 GRU primitive runs only ~1.5x its float32 one. Here the input projection of all steps is one
     matmul, and each step one matmul :math:`h W_{hh}^T` on weights reordered once per call into the AMX layout
     oneDNN picks (two reset-before: :math:`W_{hr,hz}` on ``h``, :math:`W_{hn}` on :math:`r \odot h`), followed
-    by the gate math in float32; each thread runs its own rows of the batch through all steps."""
+    by the gate math in float32; each thread runs its own rows of the batch through all steps. ``training``
+    adds ``saved`` (see :func:`bf16_loop_forward`): returns ``[y]`` or ``[y, saved]``."""
     return load().forward_bf16_loop(
         x.to(torch.bfloat16).contiguous(),
         h0.to(torch.bfloat16).contiguous(),
@@ -295,8 +296,8 @@ def _bf16_loop(x: Tensor, h0: Tensor, prepared: _Prepared, reset_after: bool) ->
         prepared.w_iter,
         prepared.bias,
         reset_after,
-        False,
-    )[0]
+        training,
+    )
 
 
 def bf16_loop_applies(x: Tensor) -> bool:
@@ -313,15 +314,7 @@ def bf16_loop_forward(
     ``saved`` per step holding ``r, z, n`` and ``g = W_hn h + b_hn`` (reset-after) or ``r ⊙ h`` (reset-before)
     in torch's gate order: the layout :mod:`grukit.ops.native`'s backward reads."""
     prepared = prepare(w_ih, w_hh, b_ih, b_hh, reset_after, torch.bfloat16)
-    y, saved = load().forward_bf16_loop(
-        x.to(torch.bfloat16).contiguous(),
-        h0.to(torch.bfloat16).contiguous(),
-        prepared.w_layer,
-        prepared.w_iter,
-        prepared.bias,
-        reset_after,
-        True,
-    )
+    y, saved = _bf16_loop(x, h0, prepared, reset_after, training=True)
     return y, saved
 
 
@@ -469,7 +462,7 @@ def _bf16_loop_layers(
         for direction, (w_ih, w_hh, b_ih, b_hh) in enumerate(layer_weights):
             prepared = prepare(w_ih, w_hh, b_ih, b_hh, reset_after, torch.bfloat16)
             x_dir = x.flip(0) if direction == 1 else x  # (T, B, I)
-            y = _bf16_loop(x_dir, h0[layer * len(layer_weights) + direction], prepared, reset_after)  # (T, B, H)
+            y = _bf16_loop(x_dir, h0[layer * len(layer_weights) + direction], prepared, reset_after)[0]  # (T, B, H)
             finals.append(y[-1])
             outputs.append(y.flip(0) if direction == 1 else y)
         x = torch.cat(outputs, dim=-1)  # (T, B, D*H)
