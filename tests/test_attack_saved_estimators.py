@@ -51,7 +51,9 @@ def _set(section: str, key: str, value):
     ("name", "edit", "message"),
     [
         # a size far too large is refused by shape, before the network is allocated (this one is petabytes)
-        ("text_char_int_labels", _set("params", "hidden_size", 10**7), r"would have shape \(30000000, 8\)"),
+        # inputs: embedding 8 + naive-Bayes evidence of 3 n-gram lengths for each of 3 classes
+        ("text_char_int_labels", _set("params", "hidden_size", 10**7), r"would have shape \(30000000, 17\)"),
+        ("text_char_int_labels", _set("fitted", "nb_order", 10**6), '"fitted" nb_order must be an integer from 0 to 3'),
         ("video_two_label_columns", _set("fitted", "frame_shape", [1, 10**6, 10**6]), "would have shape"),
         ("text_char_int_labels", _set("params", "hidden_size", "8"), '"params" hidden_size must be an integer'),
         ("text_char_int_labels", _set("params", "dropout", "x"), '"params" dropout must be an integer or a number'),

@@ -31,29 +31,29 @@ def test_every_report_describes_the_machine_with_one_helper():
     assert {"cpu", "cores", "avx512", "isa", "onednn_isa", "onednn", "date"} <= set(gru_speed.machine())
 
 
-def test_results_page_has_machine_seed_and_one_table():
-    rows = [
-        {
-            "task": "forecasting",
-            "data": "airline",
-            "method": "seasonal naive",
-            "metric": "MASE",
-            "value": 1.5712,
-            "seconds": 0.01,
-        },
-        {
-            "task": "forecasting",
-            "data": "airline",
-            "method": "seasonal naive",
-            "metric": "sMAPE %",
-            "value": 10.57,
-            "seconds": None,
-        },
+def test_results_page_gives_each_row_as_mean_and_std_over_the_seeds():
+    def row(method, metric, value, seconds=None, detail=""):
+        return {"task": "forecasting", "data": "airline", "method": method, "metric": metric, "value": value,
+                "seconds": seconds, "detail": detail}
+
+    runs = [
+        {"seed": 1, "rows": [row("grukit", "MASE", 0.40, 3.0, "weight 0.5"), row("seasonal naive", "MASE", 1.5712)]},
+        {"seed": 0, "rows": [row("grukit", "MASE", 0.30, 1.0, "weight 0.7"), row("seasonal naive", "MASE", 1.5712),
+                             row("seasonal naive", "sMAPE %", 10.57)]},
     ]
-    page = render_markdown(rows, seed=3, wall_seconds=90.0, machine=machine_line())
-    assert "- seed: 3; total wall time: 1.5 min" in page
-    assert "| forecasting | airline | seasonal naive | MASE | 1.571 | 0.0 |" in page
-    assert "| forecasting | airline | seasonal naive | sMAPE % | 10.6 |  |" in page
+    rows = results.aggregate(runs)
+    assert [(r["method"], r["metric"]) for r in rows] == [
+        ("grukit", "MASE"), ("seasonal naive", "MASE"), ("seasonal naive", "sMAPE %")
+    ]
+    grukit = rows[0]
+    assert grukit["value"] == pytest.approx(0.35) and grukit["std"] == pytest.approx(0.05)
+    assert grukit["values"] == [0.30, 0.40] and grukit["seeds"] == [0, 1] and grukit["seconds"] == pytest.approx(2.0)
+    page = render_markdown(rows, seeds=[0, 1], wall_seconds=90.0, machine=machine_line())
+    assert "- seeds: 0, 1; total wall time: 1.5 min" in page
+    assert "| forecasting | airline | grukit | MASE | 0.350 ± 0.050 | 0.300, 0.400 | 2.0 |" in page
+    assert "| forecasting | airline | seasonal naive | MASE | 1.571 ± 0.000 | 1.571, 1.571 |  |" in page
+    assert "| forecasting | airline | seasonal naive | sMAPE % | 10.6 |  |  |" in page  # one seed: no spread shown
+    assert "- airline, grukit: seed 0: weight 0.7; seed 1: weight 0.5" in page
     assert "## Targets" not in page  # no row of a target task
 
 
@@ -67,23 +67,29 @@ def test_results_page_states_each_target_reached_or_the_gap():
         row("airline, h = 12", "seasonal naive", "MASE", 1.571),
         row("airline, h = 12", "ETS (statsmodels)", "MASE", 0.338),
     ]
-    page = render_markdown(rows, seed=0, wall_seconds=1.0, machine="m")
+    page = render_markdown(rows, seeds=[0], wall_seconds=1.0, machine="m")
     assert "| GunPoint | accuracy | ≥ 0.990 | 0.980 | short by 0.010 |" in page
     assert "| airline, h = 12 | MASE | ≤ 0.338 (ETS (statsmodels)) | 0.300 | reached |" in page
 
 
 def test_merge_renders_one_page_from_runs_saved_side_by_side(tmp_path):
-
-
     row = {"task": "t", "data": "d", "method": "m", "metric": "accuracy", "value": 0.5, "seconds": 1.0}
-    for name, wall in (("a", 60.0), ("b", 120.0)):
-        record = {"seed": 0, "wall_seconds": wall, "machine": "test machine", "rows": [{**row, "method": name}]}
+    for name, seed, wall, value in (("a", 0, 60.0, 0.5), ("b", 1, 120.0, 0.7)):
+        runs = [{"seed": seed, "rows": [{**row, "value": value}]}]
+        record = {"wall_seconds": wall, "machine": "test machine", "runs": runs}
         (tmp_path / f"{name}.json").write_text(json.dumps(record))
     output = tmp_path / "results.md"
     results.main(["--merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--output", str(output)])
     page = output.read_text()
-    assert "| t | d | a | accuracy | 0.500 | 1.0 |" in page and "| t | d | b | accuracy | 0.500 | 1.0 |" in page
-    assert "total wall time: 3.0 min" in page and "Merged from 2 runs" in page
+    assert "| t | d | m | accuracy | 0.600 ± 0.100 | 0.500, 0.700 | 1.0 |" in page
+    assert "seeds: 0, 1; total wall time: 3.0 min" in page and "Merged from 2 runs" in page
+
+
+def test_results_refuses_seeds_that_are_not_distinct_integers(capsys):
+    for bad in ("0,x", "1,1", ""):
+        with pytest.raises(SystemExit):
+            results.main(["--only", "sentiment", "--seeds", bad, "--output", "unused.md"])
+        assert "--seeds expected" in capsys.readouterr().err
 
 
 def test_equal_parameter_lstm_is_the_closest_in_weights_to_the_gru():

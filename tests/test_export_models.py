@@ -147,7 +147,8 @@ def test_text_classifier_predicts_the_same_labels(rotten_tomatoes):
     texts, labels = rotten_tomatoes
     estimator = TextClassifier(tokens="char", vocab_size=60, max_length=60, embedding_size=8, hidden_size=8,
                                epochs=1).fit(texts[:300], labels[:300])
-    held_out = texts[300:]
+    assert estimator.module_.channels == 1  # the naive-Bayes evidence is part of the exported graph
+    held_out = texts[300:] + ["a"]  # one step: no token pair
     ids, lengths = pad_sequences(encode_texts(estimator.encoder_, held_out, estimator.max_length), torch.int64)
     logits = session(estimator).run(None, {"ids": ids.numpy(), "lengths": lengths.numpy()})[0]
     assert np.array_equal(estimator.classes_[logits.argmax(1)], estimator.predict(held_out))

@@ -304,6 +304,21 @@ def _text_classifier(estimator: TextClassifier) -> onnx.ModelProto:
     ids = g.input("ids", INT64, ["batch", "time"])
     lengths = g.input("lengths", INT64, ["batch"])
     embedded = g.op("Gather", [g.weight(network.embedding.weight, "embedding"), ids])  # (B, T, E)
+    if network.order:  # naive-Bayes evidence [r(w_t) ; r(w_{t-1} w_t) ; ...], 0 before the text starts
+        tables = network.ratio_tables()
+        parts = [embedded, g.op("Gather", [g.weight(tables[0], "ratios_1"), ids])]  # (B, T, K) each
+        last = np.iinfo(np.int64).max
+        for n, table in enumerate(tables[1:], start=2):
+            hashed = g.op("Slice", [ids, g.const([0]), g.const([1 - n]), g.const([1])])  # (B, T - n + 1)
+            for k in range(1, n):
+                end = g.const([k + 1 - n] if k + 1 < n else [last])
+                following = g.op("Slice", [ids, g.const([k]), end, g.const([1])])
+                hashed = g.op("Add", [g.op("Mul", [hashed, g.const(np.int64(1_000_003))]), following])
+            buckets = g.op("Mod", [hashed, g.const(np.int64(table.shape[0]))])
+            runs = g.op("Gather", [g.weight(table, f"ratios_{n}"), buckets])  # (B, T - n + 1, K)
+            padded = g.op("Pad", [runs, g.const([0, n - 1, 0, 0, 0, 0])])  # (B, max(T, n - 1), K)
+            parts.append(g.op("Slice", [padded, g.const([0]), g.dim(ids, 1), g.const([1])]))  # (B, T, K)
+        embedded = g.op("Concat", parts, axis=-1)  # (B, T, E + N K)
     outputs, _ = _estimator_rnn(g, network.rnn, embedded, lengths)  # (B, T, 2H)
     pooled = g.op("Concat", [_masked_pool(g, outputs, lengths, True), _masked_pool(g, outputs, lengths, False)],
                   axis=-1)  # (B, 4H)

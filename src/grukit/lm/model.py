@@ -224,6 +224,8 @@ class GRULanguageModel(nn.Module):
 
     def _run_layer(self, index: int, x: Tensor, h0: Tensor | None, lengths: Tensor | None) -> tuple[Tensor, Tensor]:
         layer = self.layers[index]
+        if h0 is not None and h0.dtype != x.dtype and torch.is_autocast_enabled(x.device.type):
+            h0 = h0.to(x.dtype)  # a float32 state carried between windows into a layer that computes in bf16
         p = self.config.weight_dropout
         if self.training and p > 0:
             # With LoRA attached the mask falls on the base matrix W_hh and the low-rank update is added after.

@@ -45,6 +45,20 @@ series shorter than a window is padded on the left with its first value. With se
 and ``ensemble`` seeds each, one network is trained per (lookback, seed) pair and every quantile forecast is
 the median of theirs. The global interval is the raw quantiles (no conformal step); its coverage is measured
 in ``benchmarks/m3.py``.
+
+Combination with a statistical model (``combine="theta"`` or ``"ets"``, either mode). Per series, the Theta
+method or exponential smoothing (damped additive trend, multiplicative season when the M4 90 % seasonality test
+holds; a series of fewer than 4 points gets the naive forecast) gives ``ŝ_{n+k}``, and with the GRU's quantile
+forecasts ``q̂_τ`` (values, after undoing the transforms) and median ``ĝ = q̂_0.5``::
+
+    ŷ_{n+k} = w ĝ_{n+k} + (1 − w) ŝ_{n+k}                  (the point forecast)
+    q̃_τ,n+k = q̂_τ,n+k + (ŷ_{n+k} − ĝ_{n+k})                (each level shifted as the median: the GRU's widths)
+
+The weight ``w`` (``combine_weight``) is given, or chosen on a validation split cut from the training series:
+the last ``h`` points of every series are held out, a copy without the combination is fitted to the rest and
+the statistical model too, and ``w`` is the first of ``0, 0.1, …, 1`` minimising the mean over series of
+``combine_metric`` (MASE, or sMAPE) of ``ŷ`` on the held-out points; then the GRU and the statistical model are
+refitted on the whole series. ``w = 1`` is the GRU alone, ``w = 0`` the statistical forecast.
 """
 
 from __future__ import annotations
@@ -61,7 +75,7 @@ from torch import Tensor, nn
 
 from grukit.datasets._packages import require
 from grukit.tasks._base import GRUEstimator, recurrent_layer, run_recurrent
-from grukit.tasks.baselines import mase
+from grukit.tasks.baselines import ets_forecast, is_seasonal, mase, naive_forecast, smape, theta_forecast
 from grukit.text import BucketBatches
 from grukit.train import seed_everything
 
@@ -76,6 +90,10 @@ SEASONS = {
 }
 MIN_CALIBRATION_WINDOWS = 5
 SEASON_CANDIDATES = (4, 7, 12, 24, 52)
+COMBINATIONS = (None, "theta", "ets")
+COMBINE_METRICS = ("mase", "smape")
+COMBINE_GRID = tuple(k / 10 for k in range(11))  # the weights w tried on the validation split
+MIN_STATISTICAL_POINTS = 4  # shorter series get the naive forecast in the combination
 
 
 def season_from_frequency(freq: str | None) -> int | None:
@@ -157,6 +175,51 @@ def smoothing_states(u: np.ndarray, season: int) -> tuple[np.ndarray, np.ndarray
     return np.asarray(fitted.level, dtype=np.float64), states
 
 
+def statistical_forecast(method: str, values: np.ndarray, horizon: int, season: int) -> np.ndarray:
+    """The ``horizon`` forecasts ``(horizon,)`` of ``method`` fitted to ``values`` ``(n,)``: ``"theta"``
+    (:func:`grukit.tasks.baselines.theta_forecast`) or ``"ets"`` (damped additive trend; a multiplicative season,
+    additive for a series with values ``≤ 0``, when :func:`grukit.tasks.baselines.is_seasonal` holds). Fewer than
+    ``MIN_STATISTICAL_POINTS`` points, a constant series, or a fit that does not give finite numbers, give the
+    naive forecast."""
+    x = np.asarray(values, dtype=np.float64)
+    if len(x) < MIN_STATISTICAL_POINTS or np.ptp(x) == 0:  # statsmodels' Theta fits a drift even to a flat line
+        return naive_forecast(x, horizon)
+    if method == "theta":
+        forecast = theta_forecast(x, horizon, season)
+    else:
+        seasonal = ("mul" if (x > 0).all() else "add") if is_seasonal(x, season) else None
+        forecast = ets_forecast(x, horizon, season, trend="add", damped=True, seasonal=seasonal)
+    return forecast if np.isfinite(forecast).all() else naive_forecast(x, horizon)
+
+
+def combination_scores(
+    actuals: Sequence[np.ndarray], learned: Sequence[np.ndarray], statistical: Sequence[np.ndarray],
+    trains: Sequence[np.ndarray], season: int, metric: str, grid: Sequence[float] = COMBINE_GRID,
+) -> np.ndarray:
+    """The mean over series of ``metric`` (``"mase"`` or ``"smape"``) of ``w · learned + (1 − w) · statistical``
+    against ``actuals``, for every ``w`` in ``grid``: ``(len(grid),)``. Series whose score is not finite (a
+    constant training series under MASE, zeros under sMAPE) are left out of every mean alike."""
+    table = []
+    for actual, gru, stat, train in zip(actuals, learned, statistical, trains):
+        m = season if len(train) > season else 1
+        if len(train) <= m:  # one point: no in-sample error to scale MASE by
+            continue
+        forecasts = [w * np.asarray(gru) + (1 - w) * stat for w in grid]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if metric == "mase":
+                table.append([mase(actual, forecast, train, m) for forecast in forecasts])
+            else:
+                table.append([smape(actual, forecast) for forecast in forecasts])
+    table = np.asarray(table, dtype=np.float64).reshape(-1, len(grid))  # (series, weights)
+    table = table[np.isfinite(table).all(axis=1)]
+    if not len(table):
+        raise ValueError(
+            f"Forecaster could not score the combination: no series has a finite validation {metric} (constant "
+            "or zero series); give combine_weight explicitly"
+        )
+    return table.mean(axis=0)
+
+
 def is_collection(series: object) -> bool:
     """Whether ``series`` is several series (a list or tuple of 1-D sequences) rather than one."""
     return (
@@ -224,13 +287,22 @@ class Forecaster(GRUEstimator):
             fewer than 5 windows also do, with a warning).
         hidden_size, num_layers, cell: the recurrent network (``cell="lstm"`` for comparisons).
         epochs, batch_size, learning_rate, random_state, verbose: training.
+        combine: ``"theta"`` or ``"ets"`` combines the GRU's forecast with that statistical model's (see the module
+            docstring), ``None`` forecasts with the GRU alone (direct strategy only).
+        combine_weight: the GRU's weight ``w`` in ``[0, 1]``; ``None`` chooses it on the last ``horizon`` points
+            of the training series.
+        combine_metric: ``"mase"`` or ``"smape"``, the validation score that chooses ``w``.
 
     Fitted: ``series_`` (the training series), ``season_``, ``log_``, ``lookback_`` and ``differencing_`` (as used),
     ``global_`` (global mode: per series ``y``, anchors, ``σ`` and seasonal tail; ``None`` for one series),
     ``dates_`` (the last
     date and the frequency, or ``None``), ``module_`` (the network), ``mean_`` and ``std_`` (the scaling),
     ``levels_`` (the quantile levels it outputs), ``interval_correction_`` ``(horizon,)`` (the conformal widening
-    ``c_k``, log scale with log=True), ``coverage_`` (the interval's nominal coverage), ``history_``.
+    ``c_k``, log scale with log=True), ``coverage_`` (the interval's nominal coverage), ``history_``,
+    ``combine_`` (the ``combine`` it was fitted with; predictions follow it, not a later ``set_params``),
+    ``combine_weight_`` (``w``; 1.0 without ``combine``), ``combine_scores_`` (the validation score of each weight
+    in ``COMBINE_GRID`` when ``w`` was chosen, else ``None``), ``statistical_`` ``(S, horizon)`` (the statistical
+    forecasts after each fitted series, ``S = 1`` for one series; ``None`` without ``combine``).
     """
 
     def __init__(
@@ -254,6 +326,9 @@ class Forecaster(GRUEstimator):
         learning_rate: float = 3e-3,
         random_state: int = 0,
         verbose: int = 0,
+        combine: str | None = None,
+        combine_weight: float | None = None,
+        combine_metric: str = "mase",
     ) -> None:
         self.horizon = horizon
         self.lookback = lookback
@@ -274,6 +349,9 @@ class Forecaster(GRUEstimator):
         self.learning_rate = learning_rate
         self.random_state = random_state
         self.verbose = verbose
+        self.combine = combine
+        self.combine_weight = combine_weight
+        self.combine_metric = combine_metric
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -316,6 +394,27 @@ class Forecaster(GRUEstimator):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"Forecaster expected {name} to be a positive integer, got {value!r}")
+        self._check_combination()
+
+    def _check_combination(self) -> None:
+        if self.combine not in COMBINATIONS:
+            raise ValueError(f"Forecaster expected combine in {COMBINATIONS}, got {self.combine!r}")
+        if self.combine_metric not in COMBINE_METRICS:
+            raise ValueError(f"Forecaster expected combine_metric in {COMBINE_METRICS}, got {self.combine_metric!r}")
+        weight = self.combine_weight
+        if weight is not None:
+            if self.combine is None:
+                raise ValueError(
+                    f"Forecaster got combine_weight={weight!r} without a model to combine with; set combine='theta' "
+                    "or 'ets'"
+                )
+            if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not 0 <= weight <= 1:
+                raise ValueError(f"Forecaster expected combine_weight to be a number in [0, 1] or None, got {weight!r}")
+        if self.combine is not None and self.strategy != "direct":
+            raise ValueError(
+                f"Forecaster combines forecasts with strategy='direct' only, got strategy={self.strategy!r} and "
+                f"combine={self.combine!r}"
+            )
 
     def _settle(self, series: object, values: np.ndarray) -> None:
         """Set ``dates_``, ``season_``, ``log_``, ``differencing_`` and ``lookback_`` from the parameters and one
@@ -332,7 +431,7 @@ class Forecaster(GRUEstimator):
             warnings.warn(
                 "Forecaster: the series' DatetimeIndex has no regular frequency, so forecasts are numbered steps, "
                 "not dates; give the index a frequency (series.asfreq('MS') for monthly data)",
-                stacklevel=3,
+                stacklevel=4,
             )
         self.dates_ = {"last": dates[0][-1].isoformat(), "freq": dates[1]} if dates and dates[1] else None
         inferred = season_from_frequency(dates[1]) if dates else None
@@ -404,9 +503,56 @@ class Forecaster(GRUEstimator):
     # Fit / predict --------------------------------------------------------------------------------------
     def fit(self, series: Sequence[float] | np.ndarray | Sequence[Sequence[float]], y: None = None) -> Forecaster:
         """Fit on the whole ``series`` (a list, array or ``pandas.Series``); forecasts start after its end. A list
-        of series fits one network to all of them (global mode)."""
-        if is_collection(series):
-            return self._fit_global(series)
+        of series fits one network to all of them (global mode). With ``combine``, the weight is chosen first on
+        the series without their last ``horizon`` points (see the module docstring)."""
+        self._check_combination()
+        collection = is_collection(series)
+        if self.combine is not None and self.combine_weight is None:
+            weight, scores = self._choose_weight(series, collection)
+        else:
+            weight, scores = (1.0 if self.combine is None else float(self.combine_weight)), None
+        if collection:
+            self._fit_global(series)
+        else:
+            self._fit_one(series)
+        self.combine_, self.combine_weight_, self.combine_scores_ = self.combine, weight, scores
+        self.statistical_ = None if self.combine is None else np.stack([
+            statistical_forecast(self.combine, values, self.horizon, self.season_)
+            for values in (self.series_ if collection else [self.series_])
+        ])  # (S, horizon)
+        return self
+
+    def _choose_weight(self, series: object, collection: bool) -> tuple[float, list[float]]:
+        """``w`` and the validation score of every weight in ``COMBINE_GRID``: a copy without the combination is
+        fitted to each series but its last ``horizon`` points and forecasts them, as does the statistical model."""
+        horizon = self.horizon
+        items = [np.asarray(item, dtype=np.float64) for item in (series if collection else [series])]
+        kept = [values for values in items if len(values) >= horizon + 2]
+        if not kept:
+            raise ValueError(
+                f"Forecaster(combine={self.combine!r}) chooses its weight on the last {horizon} points of the series, "
+                f"which leaves fewer than 2 points (the longest has {max(len(v) for v in items)}); give combine_weight"
+            )
+        parts, actuals = [values[:-horizon] for values in kept], [values[-horizon:] for values in kept]
+        params = {**self.get_params(), "combine": None, "combine_weight": None, "verbose": 0}
+        dates = dates_of(series) if not collection else None
+        season = self.season
+        if season is None:  # the frequency of the dates, which the plain arrays below no longer carry
+            season = season_from_frequency(dates[1]) if dates and dates[1] else None
+        try:
+            inner = type(self)(**{**params, "season": season}).fit(parts if collection else parts[0])
+        except ValueError as error:
+            raise ValueError(
+                f"Forecaster(combine={self.combine!r}) chooses its weight on the series without their last {horizon} "
+                f"points, and that fit failed: {error}. Give combine_weight explicitly, or a longer series"
+            ) from error
+        learned = inner.predict() if collection else [inner.predict()]
+        statistical = [statistical_forecast(self.combine, part, horizon, inner.season_) for part in parts]
+        scores = combination_scores(actuals, learned, statistical, parts, inner.season_, self.combine_metric)
+        return float(COMBINE_GRID[int(np.argmin(scores))]), scores.tolist()
+
+    def _fit_one(self, series: Sequence[float] | np.ndarray) -> None:
+        """Fit one series (see the module docstring)."""
         self.global_ = None
         values = np.asarray(series, dtype=np.float64)
         self._settle(series, values)
@@ -440,13 +586,12 @@ class Forecaster(GRUEstimator):
                     f"Forecaster: {len(starts)} windows leave too few to calibrate the interval (calibration="
                     f"{self.calibration} holds out {held_out}, at least {MIN_CALIBRATION_WINDOWS} needed, and as "
                     "many to train on); predict_interval gives the raw quantiles",
-                    stacklevel=2,
+                    stacklevel=3,
                 )
         self.module_ = self._fit_network(windows, targets)
-        return self
 
     # Global mode ----------------------------------------------------------------------------------------
-    def _fit_global(self, collection: Sequence) -> Forecaster:
+    def _fit_global(self, collection: Sequence) -> None:
         """Fit one network per (lookback, seed) to the windows of every series in ``collection``."""
         self._check_parameters()
         self._check_quantiles()
@@ -486,7 +631,6 @@ class Forecaster(GRUEstimator):
             windows, targets = self._global_windows(lookback)
             members += [self._fit_network(windows, targets, self.random_state + seed) for seed in range(self.ensemble)]
         self.module_ = nn.ModuleList(members)
-        return self
 
     def _series_state(self, values: np.ndarray) -> dict:
         """What global mode keeps of one series: ``y`` (deseasonalised, log with log_), the anchors ``a_t``, the
@@ -575,8 +719,14 @@ class Forecaster(GRUEstimator):
         return ForecastNet(features, self.hidden_size, self.num_layers, self._steps, len(self.levels_), self.cell)
 
     def _fitted_config(self) -> tuple[dict, dict[str, bytes]]:
+        combination = {
+            "combine_weight": self.combine_weight_,
+            "combine_scores": self.combine_scores_,
+            "statistical": None if self.statistical_ is None else self.statistical_.tolist(),
+        }
         if self.global_:
             return {
+                **combination,
                 "series": [values.tolist() for values in self.series_],
                 "global": self.global_,
                 "levels": self.levels_,
@@ -586,6 +736,7 @@ class Forecaster(GRUEstimator):
                 "log": self.log_,
             }, {}
         return {
+            **combination,
             "series": self.series_.tolist(),
             "mean": self.mean_,
             "std": self.std_,
@@ -600,6 +751,18 @@ class Forecaster(GRUEstimator):
 
     def _restore(self, fitted: dict, files: dict[str, bytes]) -> None:
         self.global_ = fitted.get("global")
+        # folders from before the combination existed forecast with the GRU alone
+        self.combine_ = self.combine
+        self.combine_weight_ = float(fitted.get("combine_weight", 1.0))
+        self.combine_scores_ = fitted.get("combine_scores")
+        statistical = fitted.get("statistical")
+        self.statistical_ = None if statistical is None else np.asarray(statistical, dtype=np.float64)
+        if (self.statistical_ is None) != (self.combine is None):
+            raise ValueError(
+                f"Forecaster's saved folder has combine={self.combine!r} but "
+                + ("no statistical forecasts" if self.statistical_ is None else "statistical forecasts")
+                + "; the folder was edited or is damaged"
+            )
         if self.global_:
             self.series_ = [np.asarray(values, dtype=np.float64) for values in fitted["series"]]
             self.levels_, self.season_, self.dates_ = tuple(fitted["levels"]), int(fitted["season"]), fitted["dates"]
@@ -695,20 +858,38 @@ class Forecaster(GRUEstimator):
             )
         return int(horizon)
 
-    def predict(self, horizon: int | None = None, *, series: object | None = None):
+    def _combined(self, median: np.ndarray, values: np.ndarray | None, horizon: int) -> np.ndarray:
+        """The combination ``ŷ = w ĝ + (1 − w) ŝ`` ``(S, horizon)`` of the GRU's medians ``ĝ`` ``(S, horizon)``
+        (``w = 0`` gives ``ŝ`` and ``w = 1`` gives ``ĝ`` exactly); ``ŝ`` the stored statistical forecasts, or those
+        after ``values`` (a newer history of one series); ``ĝ`` itself without ``combine``."""
+        if self.combine_ is None:
+            return median
+        if values is None:
+            statistical = self.statistical_[:, :horizon]
+        else:
+            statistical = statistical_forecast(self.combine_, values, self.horizon, self.season_)[None, :horizon]
+        weight = self.combine_weight_
+        return weight * median + (1.0 - weight) * statistical
+
+    def predict(self, horizon: int | None = None, *, series: object | None = None, combined: bool = True):
         """Point forecasts (the median) of the ``horizon`` steps after the fitted series (or after ``series``, a
         newer history read with the fitted network and scaling), ``(horizon,)``; a ``pandas.Series`` indexed by
         the future dates when the series had a ``DatetimeIndex`` with a frequency. In global mode a list, one
-        forecast per fitted series, in order."""
+        forecast per fitted series, in order. With ``combine``, the combination ``ŷ``; ``combined=False`` gives
+        the GRU's own forecast ``ĝ``."""
         self._check_fitted("predict")
         horizon = self._check_horizon(horizon)
         if self.global_:
-            u = self._global_quantiles(horizon)[:, :, sorted(self.levels_).index(0.5)]  # (S, horizon)
-            return [self._output(self._to_values(row), dates) for row, dates in zip(u, self._global_dates(series))]
+            self._global_dates(series)
+            median = self._to_values(self._global_quantiles(horizon)[:, :, sorted(self.levels_).index(0.5)])
+            forecasts = self._combined(median, None, horizon) if combined else median  # (S, horizon)
+            return [self._output(row, dates) for row, dates in zip(forecasts, self.dates_)]
         values, dates = self._history(series)
         z = self._forecast_z(values, horizon)
-        forecast = self._to_values(self._undo_u(self._log(values), z[:, self.levels_.index(0.5)]))
-        return self._output(forecast, dates)
+        median = self._to_values(self._undo_u(self._log(values), z[:, self.levels_.index(0.5)]))[None]  # (1, h)
+        if combined:
+            median = self._combined(median, None if series is None else values, horizon)
+        return self._output(median[0], dates)
 
     def predict_interval(self, horizon: int | None = None, *, series: object | None = None):
         """``(lower, upper)``, each ``(horizon,)`` (or a dated ``pandas.Series``, as :meth:`predict`): the
@@ -720,9 +901,12 @@ class Forecaster(GRUEstimator):
             raise ValueError("Forecaster gives prediction intervals with strategy='direct' only")
         horizon = self._check_horizon(horizon)
         if self.global_:
-            u, dates = self._global_quantiles(horizon), self._global_dates(series)
-            return ([self._output(self._to_values(row), day) for row, day in zip(u[:, :, 0], dates)],
-                    [self._output(self._to_values(row), day) for row, day in zip(u[:, :, -1], dates)])
+            dates = self._global_dates(series)
+            quantiles = self._to_values(self._global_quantiles(horizon))  # (S, horizon, Q)
+            median = quantiles[:, :, sorted(self.levels_).index(0.5)]  # (S, horizon)
+            shift = self._combined(median, None, horizon) - median  # every level moves as the median
+            return ([self._output(row, day) for row, day in zip(quantiles[:, :, 0] + shift, dates)],
+                    [self._output(row, day) for row, day in zip(quantiles[:, :, -1] + shift, dates)])
         values, dates = self._history(series)
         z = np.sort(self._forecast_z(values, horizon), axis=1)  # quantile crossing: sort the levels
         u = self._log(values)
@@ -731,7 +915,9 @@ class Forecaster(GRUEstimator):
         # a negative correction narrows the interval; it never moves a bound past the point forecast
         lower = self._to_values(np.minimum(self._undo_u(u, z[:, 0]) - correction, median))
         upper = self._to_values(np.maximum(self._undo_u(u, z[:, -1]) + correction, median))
-        return self._output(lower, dates), self._output(upper, dates)
+        point = self._to_values(median)[None]  # (1, horizon)
+        shift = (self._combined(point, None if series is None else values, horizon) - point)[0]
+        return self._output(lower + shift, dates), self._output(upper + shift, dates)
 
     def score(self, actual: Sequence[float] | np.ndarray, y: None = None) -> float:
         """Negative MASE of the forecast of the ``len(actual)`` steps after the fitted series (higher is better,
