@@ -403,8 +403,9 @@ REFERENCES = [
     "the last h training points (listed above per seed). The ETS combination joined that grid after an earlier "
     "run's test numbers were seen (the GRU alone then trailed ETS on both series); nothing in the grid was tuned "
     "on them. The earlier GRU-alone figures (co2 0.188, airline 0.421, seed 0) were measured on an AMD EPYC "
-    "machine before the fused engines of the speed work; here the GRU alone gives co2 0.404 with the same seed. "
-    "The machine and the engines both differ, and which of them moved the single-series result was not isolated.",
+    "machine with the code of 2026-11-27; here the GRU alone gives co2 0.404 with the same seed, and the same with "
+    "engine='reference' (the reference cells), so the fused engines are not the cause. The machine and the "
+    "training code both changed since; which of them moved the single-series result was not isolated.",
     "Larger benchmarks with their own pages: the M3 competition, 3,003 series, where grukit's GRU + Theta "
     "combination beats Theta in every frequency ([forecasting.md](forecasting.md), seed 0), and fine-tuning a "
     "pretrained GRU language model against training from scratch with 500 labels ([finetuning.md](finetuning.md), "
