@@ -151,3 +151,14 @@ def test_predict_proba_under_bf16_autocast_gives_float_probabilities():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         probabilities = model.predict_proba(["good fun", "grim"])
     assert probabilities.dtype == np.float32 and np.allclose(probabilities.sum(1), 1.0, atol=1e-2)
+
+
+def test_the_linear_nbsvm_baseline_uses_the_same_log_count_ratios():
+    from grukit.tasks.baselines import nb_logistic_regression
+
+    train = ["good fun", "good plot", "fun acting", "bad plot", "bad acting", "dull film"] * 4
+    labels = np.array([1, 1, 1, 0, 0, 0] * 4)
+    predicted = nb_logistic_regression(train, labels, ["good fun film", "bad film", "dull"], "word", (1, 2))
+    assert predicted.tolist() == [1, 0, 0]
+    with pytest.raises(ValueError, match="expected two classes, got 3"):
+        nb_logistic_regression(train, np.arange(24) % 3, ["x"])

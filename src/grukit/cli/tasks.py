@@ -356,7 +356,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--csv", required=True, help="UTF-8 CSV with a text and a label column")
     parser.add_argument("--text-column", default="text", help="the column of texts")
     parser.add_argument("--label-column", default="label", help="the column of labels")
-    parser.add_argument("--tokens", choices=TOKENS, default="bpe", help="how texts are split into tokens")
+    parser.add_argument("--tokens", choices=TOKENS, default="auto",
+                        help="how texts are split into tokens (auto: BPE for text with spaces, characters without)")
     test_size(parser, 0.2)
     parser.add_argument("--predict", nargs="*", type=nonblank_text, help="texts to classify afterwards (default: none)")
     common(parser, 8)

@@ -127,16 +127,14 @@ def log_count_ratios(
     tables = []
     for n in range(1, order + 1):
         size = vocabulary if n == 1 else buckets
-        # per class, the features its texts hold (once per text); most of the 2^20 buckets stay unseen
-        held = [np.concatenate([np.unique(ids if n == 1 else ngram_buckets(ids, n, buckets)) for ids, target in
-                                zip(rows, targets) if target == c and len(ids) >= n] or [np.zeros(0, np.int64)])
-                for c in range(classes)]
-        features, inverse = np.unique(np.concatenate(held), return_inverse=True)
+        # the features each text holds (once per text), and their counts per class; most buckets stay unseen
+        kept = [(ids if n == 1 else ngram_buckets(ids, n, buckets), target) for ids, target in zip(rows, targets)
+                if len(ids) >= n]
+        held = [np.unique(ids) for ids, _ in kept]
+        features, inverse = np.unique(np.concatenate([np.zeros(0, np.int64), *held]), return_inverse=True)
+        owners = np.repeat(np.array([target for _, target in kept], np.int64), [len(ids) for ids in held])
         counts = np.zeros((classes, len(features)))
-        start = 0
-        for c, ids in enumerate(held):
-            np.add.at(counts[c], inverse[start : start + len(ids)], 1)
-            start += len(ids)
+        np.add.at(counts, (owners, inverse), 1)
         table = np.empty((size, channels), dtype=np.float32)
         for column, c in enumerate(wanted):
             p, q = counts[c], counts.sum(0) - counts[c]
