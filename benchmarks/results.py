@@ -164,16 +164,15 @@ def _select_forecaster(train: np.ndarray, horizon: int, season: int, seed: int, 
     """Choose differencing, epochs and the GRU's weight ``w`` against ETS (the forecast ``w · GRU + (1 − w) · ETS``
     of ``Forecaster(combine="ets")``, ``w`` in 0, 0.1, …, 1) by MASE on the last ``horizon`` points of the
     training series (the test points are never seen), then refit the best on the whole training series."""
-    from grukit.tasks.forecasting import COMBINE_GRID, statistical_forecast
+    from grukit.tasks.forecasting import COMBINE_GRID, combination_scores, statistical_forecast
 
     part, held_out = train[:-horizon], train[-horizon:]
     ets = statistical_forecast("ets", part, horizon, season)  # (horizon,), the form Forecaster(combine="ets") fits
     scores = {}
     for index, point in enumerate(FORECASTER_GRID):
         model = Forecaster(horizon=horizon, season=season, random_state=seed, **options, **point).fit(part)
-        gru = np.asarray(model.predict())
-        for weight in COMBINE_GRID:
-            scores[index, weight] = baselines.mase(held_out, weight * gru + (1 - weight) * ets, part, season)
+        by_weight = combination_scores([held_out], [np.asarray(model.predict())], [ets], [part], season, "mase")
+        scores.update({(index, weight): score for weight, score in zip(COMBINE_GRID, by_weight)})
     index, weight = min(scores, key=scores.get)
     combination = {} if weight == 1.0 else {"combine": "ets", "combine_weight": weight}
     return Forecaster(
